@@ -1,0 +1,3 @@
+from senformer_cli.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""The `senformer` command line: parse options, call one library function, render with report.py.
+
+TensorFlow is imported inside the commands, so `senformer --help` answers at once.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from senformer_cli.errors import SenformerError
+
+app = typer.Typer(
+    help="S-Enformer: Enformer with BigBird block-sparse attention. Train, evaluate, compare "
+    "and profile genomic track models from one tool.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+model_app = typer.Typer(help="Inspect model presets and configurations.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect Basenji/Enformer data; write the synthetic data set.",
+                       no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+
+
+def user_errors(func: Callable) -> Callable:
+    """Turn SenformerError into one red line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SenformerError as error:
+            from senformer_cli import report
+
+            report.error(str(error))
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _model_config(preset: str, config_file: Optional[Path], overrides: List[str]):
+    from senformer_cli.config import ModelConfig, parse_overrides
+
+    values = parse_overrides(overrides or [])
+    if config_file is not None:
+        return ModelConfig.load(config_file).replace(**values) if values else ModelConfig.load(config_file)
+    return ModelConfig.from_preset(preset, **values)
+
+
+PRESET_OPTION = typer.Option("s-enformer", "--preset", "-p",
+                             help="Model preset: enformer, s-enformer, small or tiny.")
+SET_OPTION = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                          help="Override a config field, e.g. --set channels=384 --set heads.human=64. "
+                          "Repeatable.")
+CONFIG_OPTION = typer.Option(None, "--config", "-c", exists=False,
+                             help="A config.json to start from instead of a preset.")
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+
+
+@model_app.command("summary")
+@user_errors
+def model_summary(
+    preset: str = PRESET_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    config_file: Optional[Path] = CONFIG_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Parameters per part (stem, conv tower, transformer, final pointwise, heads) and, for sparse
+    models, the attention pattern."""
+    from senformer_cli import report
+    from senformer_cli.model.summary import summarize
+
+    config = _model_config(preset, config_file, overrides)
+    summary = summarize(config)
+    if as_json:
+        report.print_json(summary)
+    else:
+        report.model_summary(summary)
+
+
+def main() -> None:
+    app(prog_name="senformer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Model configuration: one dataclass carries every hyper-parameter; presets are configurations.
+
+Every constant of the published architecture that would block a small model is a field whose
+default is the published value, so `ModelConfig()` is the published Enformer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from senformer_cli.errors import SenformerError
+from senformer_cli.fileio import write_json
+
+POOLING_TYPES = ("attention", "max")
+ATTENTION_TYPES = ("full", "sparse")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of Enformer (`attention='full'`) and S-Enformer (`attention='sparse'`)."""
+
+    # Trunk width and transformer.
+    channels: int = 1536
+    num_transformer_layers: int = 11
+    num_heads: int = 8
+    key_size: int = 64
+    pooling: str = "attention"
+    attention: str = "full"
+    # Published constants, exposed so that small models can be built.
+    num_conv_tower_blocks: int = 6
+    conv_tower_divisible_by: int = 128
+    # Relative-position features per token pair; None means channels // num_heads (published).
+    num_relative_position_features: int | None = None
+    # Sparse (BigBird) attention.
+    block_size: int = 64
+    num_random_blocks: int = 3
+    window_blocks: int = 3
+    # Global blocks at each end of the sequence: 1 means the first and the last block.
+    num_global_blocks: int = 1
+    random_seed: int = 0
+    # Lengths.
+    sequence_length: int = 196_608
+    target_length: int = 896
+    heads: dict[str, int] = field(default_factory=lambda: {"human": 5313, "mouse": 1643})
+    # Dropout.
+    dropout_rate: float = 0.4
+    attention_dropout_rate: float = 0.05
+    positional_dropout_rate: float = 0.01
+    final_dropout_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---------------------------------------------------------------- derived quantities
+    @property
+    def bin_size(self) -> int:
+        """Base pairs per output bin: the stem and every conv tower block halve the length."""
+        return 2 ** (self.num_conv_tower_blocks + 1)
+
+    @property
+    def num_tokens(self) -> int:
+        """Length of the sequence the transformer sees."""
+        return self.sequence_length // self.bin_size
+
+    @property
+    def num_blocks(self) -> int:
+        return self.num_tokens // self.block_size
+
+    @property
+    def value_size(self) -> int:
+        return self.channels // self.num_heads
+
+    @property
+    def relative_position_features(self) -> int:
+        if self.num_relative_position_features is None:
+            return self.channels // self.num_heads
+        return self.num_relative_position_features
+
+    @property
+    def conv_tower_filters(self) -> list[int]:
+        """exponential_linspace_int(C/2, C, blocks, divisible_by) of the published code."""
+        start, end, num = self.channels // 2, self.channels, self.num_conv_tower_blocks
+        if num == 1:
+            return [end]
+        base = (end / start) ** (1.0 / (num - 1))
+        div = self.conv_tower_divisible_by
+        return [int(round(start * base**i / div) * div) for i in range(num)]
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise SenformerError naming the first field that makes the model impossible."""
+
+        def bad(name: str, why: str) -> None:
+            raise SenformerError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
+
+        for name in ("channels", "num_transformer_layers", "num_heads", "key_size",
+                     "num_conv_tower_blocks", "conv_tower_divisible_by", "block_size",
+                     "window_blocks", "sequence_length", "target_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(name, "must be a positive integer")
+        for name in ("num_random_blocks", "num_global_blocks", "random_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                bad(name, "must be a non-negative integer")
+        for name in ("dropout_rate", "attention_dropout_rate", "positional_dropout_rate",
+                     "final_dropout_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                bad(name, "must be a number in [0, 1)")
+        if self.pooling not in POOLING_TYPES:
+            bad("pooling", f"must be one of {', '.join(POOLING_TYPES)}")
+        if self.attention not in ATTENTION_TYPES:
+            bad("attention", f"must be one of {', '.join(ATTENTION_TYPES)}")
+        if self.channels % self.num_heads:
+            bad("channels", f"must be divisible by num_heads = {self.num_heads}")
+        if self.channels % 2:
+            bad("channels", "must be even (the stem has channels / 2 filters)")
+        if min(self.conv_tower_filters) < 1:
+            bad("conv_tower_divisible_by", f"rounds the conv tower filters to {self.conv_tower_filters}")
+        rel = self.relative_position_features
+        if not isinstance(rel, int) or rel < 6 or rel % 6:
+            bad("num_relative_position_features",
+                f"resolves to {rel}; must be a positive multiple of 6 "
+                "(3 basis functions x symmetric and signed)")
+        if self.sequence_length % self.bin_size:
+            bad("sequence_length", f"must be a multiple of the bin size {self.bin_size} bp")
+        if self.target_length > self.num_tokens or (self.num_tokens - self.target_length) % 2:
+            bad("target_length", f"must be at most {self.num_tokens} tokens and leave an even crop")
+        if not isinstance(self.heads, dict) or not self.heads:
+            bad("heads", "must map head names to track counts")
+        for head, tracks in self.heads.items():
+            if not isinstance(tracks, int) or isinstance(tracks, bool) or tracks < 1:
+                bad("heads", f"head '{head}' needs a positive integer number of tracks")
+        if self.attention == "sparse":
+            unit = self.bin_size * self.block_size
+            if self.sequence_length % unit:
+                bad("sequence_length",
+                    f"must be a multiple of bin size x block_size = {self.bin_size} x "
+                    f"{self.block_size} = {unit} bp for sparse attention")
+            if self.window_blocks % 2 == 0:
+                bad("window_blocks", "must be odd (a centred window of blocks)")
+            if self.num_global_blocks < 1:
+                bad("num_global_blocks", "must be at least 1 for sparse attention")
+
+    # ---------------------------------------------------------------- presets and I/O
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A preset configuration with some fields replaced."""
+        if name not in PRESETS:
+            raise SenformerError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+        values = dict(PRESETS[name])
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SenformerError(f"unknown config field '{sorted(unknown)[0]}'")
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise SenformerError(f"{source}: unknown config field '{sorted(unknown)[0]}'")
+        try:
+            return cls(**data)
+        except SenformerError as error:
+            raise SenformerError(f"{source}: {error}") from None
+
+    def save(self, path: Path | str) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path | str) -> "ModelConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SenformerError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as error:
+            raise SenformerError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        if not isinstance(data, dict):
+            raise SenformerError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+    """Parse `--set key=value` strings; values are JSON where they parse, else strings.
+
+    `heads.human=64` sets one entry of a dict field.
+    """
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SenformerError(f"--set '{item}': expected key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        name, _, sub = key.partition(".")
+        if name not in fields:
+            raise SenformerError(f"--set '{item}': unknown config field '{name}'")
+        if sub:
+            if name != "heads":
+                raise SenformerError(f"--set '{item}': only 'heads' takes a sub-key")
+            heads = dict(overrides.get("heads", {}))
+            heads[sub] = value
+            overrides["heads"] = heads
+        else:
+            overrides[name] = value
+    return overrides
+
+
+_ENFORMER: dict[str, Any] = {}
+PRESETS: dict[str, dict[str, Any]] = {
+    # The published model (Avsec et al. 2021).
+    "enformer": _ENFORMER,
+    # The same model with BigBird block-sparse attention (S-Enformer).
+    "s-enformer": {"attention": "sparse", "block_size": 64, "num_random_blocks": 3,
+                   "window_blocks": 3, "num_global_blocks": 1},
+    # The published training notebook's model: a quarter of the width, max pooling, 131,072 bp.
+    "small": {"channels": 384, "pooling": "max", "sequence_length": 131_072},
+    # Fast enough for CPU tests and the demo; 128-bp bins like the real data.
+    "tiny": {"channels": 96, "num_transformer_layers": 2, "num_heads": 4, "key_size": 16,
+             "conv_tower_divisible_by": 16, "sequence_length": 32_768, "target_length": 128,
+             "attention": "sparse", "block_size": 16, "num_random_blocks": 2,
+             "heads": {"human": 16, "mouse": 8}},
+}

@@ -1,0 +1,122 @@
+"""Enformer's multi-head self-attention with relative positional encodings.
+
+Parameters (published names): q_layer, k_layer [C, H*K], v_layer [C, H*V] without bias,
+r_k_layer [F, H*K] for the F positional features, embedding_layer [H*V, C] with bias and zero
+init, r_w_bias and r_r_bias [1, H, 1, K]. Logits for query i and key j:
+
+    (q_i + r_w_bias) . k_j  +  (q_i + r_r_bias) . r_k[j - i]
+
+`MultiheadAttention` computes them densely ([B, H, T, T]); `sparse_attention.SparseMultiheadAttention`
+subclasses it and only swaps `_attend`, so the two have the same variables and weights transfer.
+"""
+from __future__ import annotations
+
+import sonnet as snt
+import tensorflow as tf
+
+from senformer_cli.model.positional import relative_distance_table
+
+
+def large_negative(dtype: tf.dtypes.DType) -> float:
+    """A logit that vanishes in a softmax without overflowing `dtype` when added to."""
+    return -1e9 if dtype in (tf.float32, tf.float64) else float(dtype.min) / 2
+
+
+def relative_shift(x: tf.Tensor) -> tf.Tensor:
+    """[..., Tq, 2Tk-1] logits per distance -> [..., Tq, Tk] per key, the published trick.
+
+    Column m of row i of the input holds distance m - (Tk - 1) (the row of the distance table);
+    the output at (i, j) is the input at (i, Tk - 1 + j - i).
+    """
+    to_pad = tf.zeros_like(x[..., :1])
+    x = tf.concat([to_pad, x], -1)
+    shape = tf.shape(x)
+    t1, t2 = x.shape[-2], x.shape[-1]
+    lead = shape[:-2]
+    x = tf.reshape(x, tf.concat([lead, [t2, t1]], 0))
+    x = x[..., 1:, :]
+    x = tf.reshape(x, tf.concat([lead, [t1, t2 - 1]], 0))
+    return x[..., :(t2 + 1) // 2]
+
+
+class MultiheadAttention(snt.Module):
+    """Dense multi-head attention with relative positions: [B, T, C] -> [B, T, C]."""
+
+    TRAINING_AWARE = True
+
+    def __init__(self, value_size: int, key_size: int, num_heads: int,
+                 num_relative_position_features: int, attention_dropout_rate: float = 0.05,
+                 positional_dropout_rate: float = 0.01, zero_initialize: bool = True,
+                 initializer: snt.initializers.Initializer | None = None, name: str | None = None):
+        super().__init__(name=name)
+        self._value_size = value_size
+        self._key_size = key_size
+        self._num_heads = num_heads
+        self._num_relative_position_features = num_relative_position_features
+        self._attention_dropout_rate = attention_dropout_rate
+        self._positional_dropout_rate = positional_dropout_rate
+        initializer = initializer or snt.initializers.VarianceScaling(scale=2.0)
+        key_proj_size = key_size * num_heads
+        embedding_size = value_size * num_heads
+        # Sonnet runs the constructor inside this module's name scope: "attention_i/q_layer".
+        self._q_layer = snt.Linear(key_proj_size, name="q_layer", with_bias=False, w_init=initializer)
+        self._k_layer = snt.Linear(key_proj_size, name="k_layer", with_bias=False, w_init=initializer)
+        self._v_layer = snt.Linear(embedding_size, name="v_layer", with_bias=False, w_init=initializer)
+        # Zero-initialised output: each residual attention block starts as the identity.
+        w_init = snt.initializers.Zeros() if zero_initialize else initializer
+        self._embedding_layer = snt.Linear(embedding_size, name="embedding_layer", w_init=w_init)
+        self._r_k_layer = snt.Linear(key_proj_size, name="r_k_layer", with_bias=False, w_init=initializer)
+        self._r_w_bias = tf.Variable(initializer([1, num_heads, 1, key_size], dtype=tf.float32),
+                                     name="r_w_bias")
+        self._r_r_bias = tf.Variable(initializer([1, num_heads, 1, key_size], dtype=tf.float32),
+                                     name="r_r_bias")
+
+    # ----------------------------------------------------------------- shared parts
+    def _heads(self, linear: snt.Linear, inputs: tf.Tensor) -> tf.Tensor:
+        """[B, T, C] -> [B, H, T, D]."""
+        output = linear(inputs)
+        shape = tf.shape(output)
+        output = tf.reshape(output, [shape[0], shape[1], self._num_heads, output.shape[-1] // self._num_heads])
+        return tf.transpose(output, [0, 2, 1, 3])
+
+    def relative_keys(self, seq_len: int, is_training: bool, dtype: tf.dtypes.DType) -> tf.Tensor:
+        """Projected positional features of every offset -(T-1)..(T-1): [H, 2T-1, K]."""
+        features = relative_distance_table(seq_len, self._num_relative_position_features)
+        if is_training and self._positional_dropout_rate > 0:
+            features = tf.nn.dropout(features, rate=self._positional_dropout_rate)
+        return self._heads(self._r_k_layer, tf.cast(features, dtype)[tf.newaxis])[0]
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool = False,
+                 key_mask: tf.Tensor | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
+        """inputs [B, T, C]; key_mask [B, T] bool, False = key gets no attention (N padding);
+        mask [B or 1, H or 1, T, T] bool, a dense attention pattern (full attention only)."""
+        seq_len = inputs.shape[1]
+        q = self._heads(self._q_layer, inputs) * self._key_size**-0.5  # [B, H, T, K]
+        k = self._heads(self._k_layer, inputs)  # [B, H, T, K]
+        v = self._heads(self._v_layer, inputs)  # [B, H, T, V]
+        r_k = self.relative_keys(seq_len, is_training, inputs.dtype)  # [H, 2T-1, K]
+        output = self._attend(q, k, v, r_k, key_mask=key_mask, mask=mask, is_training=is_training)
+        output = tf.transpose(output, [0, 2, 1, 3])  # [B, T, H, V]
+        shape = tf.shape(output)
+        output = tf.reshape(output, [shape[0], shape[1], self._num_heads * self._value_size])
+        return self._embedding_layer(output)
+
+    def _dropout_weights(self, weights: tf.Tensor, is_training: bool) -> tf.Tensor:
+        if is_training and self._attention_dropout_rate > 0:
+            return tf.nn.dropout(weights, rate=self._attention_dropout_rate)
+        return weights
+
+    # ----------------------------------------------------------------- dense core
+    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, *,
+                key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
+        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, H, T, V]."""
+        content_logits = tf.matmul(q + self._r_w_bias, k, transpose_b=True)  # [B, H, T, T]
+        relative_logits = tf.matmul(q + self._r_r_bias, r_k[tf.newaxis], transpose_b=True)  # [B, H, T, 2T-1]
+        logits = content_logits + relative_shift(relative_logits)
+        if key_mask is not None:
+            mask = key_mask[:, tf.newaxis, tf.newaxis, :] if mask is None else \
+                tf.logical_and(mask, key_mask[:, tf.newaxis, tf.newaxis, :])
+        if mask is not None:
+            logits = tf.where(mask, logits, large_negative(logits.dtype))
+        weights = self._dropout_weights(tf.nn.softmax(logits), is_training)
+        return tf.matmul(weights, v)

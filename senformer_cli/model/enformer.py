@@ -1,0 +1,108 @@
+"""The Enformer trunk and heads, read top-down: stem, conv tower, transformer, crop, final pointwise.
+
+With `config.attention == 'sparse'` the transformer's attention is BigBird block-sparse attention
+with the same parameters (S-Enformer); everything else is the published model.
+"""
+from __future__ import annotations
+
+import sonnet as snt
+import tensorflow as tf
+
+from senformer_cli.config import ModelConfig
+from senformer_cli.model.attention import MultiheadAttention
+from senformer_cli.model.layers import (Residual, Sequential, TargetLengthCrop1D, conv_block, gelu,
+                                        pooling_module)
+
+
+class Enformer(snt.Module):
+    """One-hot DNA [B, L, 4] -> {head: [B, target_length, tracks]} (softplus outputs)."""
+
+    def __init__(self, config: ModelConfig, name: str = "enformer"):
+        super().__init__(name=name)
+        self.config = config
+        channels = config.channels
+
+        def attention_layer(index: int) -> MultiheadAttention:
+            kwargs = dict(value_size=config.value_size, key_size=config.key_size,
+                          num_heads=config.num_heads,
+                          num_relative_position_features=config.relative_position_features,
+                          attention_dropout_rate=config.attention_dropout_rate,
+                          positional_dropout_rate=config.positional_dropout_rate,
+                          name=f"attention_{index}")
+            if config.attention == "sparse":
+                from senformer_cli.model.sparse_attention import SparseMultiheadAttention
+
+                return SparseMultiheadAttention(
+                    **kwargs, block_size=config.block_size, num_random_blocks=config.num_random_blocks,
+                    window_blocks=config.window_blocks, num_global_blocks=config.num_global_blocks,
+                    num_tokens=config.num_tokens, seed=(config.random_seed, index))
+            return MultiheadAttention(**kwargs)
+
+        with tf.name_scope("trunk"):
+            stem = Sequential(lambda: [
+                snt.Conv1D(channels // 2, 15),
+                Residual(conv_block(channels // 2, 1, name="pointwise_conv_block")),
+                pooling_module(config.pooling, pool_size=2),
+            ], name="stem")
+
+            conv_tower = Sequential(lambda: [
+                Sequential(lambda: [
+                    conv_block(filters, 5),
+                    Residual(conv_block(filters, 1, name="pointwise_conv_block")),
+                    pooling_module(config.pooling, pool_size=2),
+                ], name=f"conv_tower_block_{i}")
+                for i, filters in enumerate(config.conv_tower_filters)], name="conv_tower")
+
+            def transformer_mlp() -> Sequential:
+                return Sequential(lambda: [
+                    snt.LayerNorm(axis=-1, create_scale=True, create_offset=True),
+                    snt.Linear(channels * 2),
+                    snt.Dropout(config.dropout_rate),
+                    tf.nn.relu,
+                    snt.Linear(channels),
+                    snt.Dropout(config.dropout_rate)], name="mlp")
+
+            transformer = Sequential(lambda: [
+                Sequential(lambda: [
+                    Residual(Sequential(lambda: [
+                        snt.LayerNorm(axis=-1, create_scale=True, create_offset=True,
+                                      scale_init=snt.initializers.Ones()),
+                        attention_layer(i),
+                        snt.Dropout(config.dropout_rate)], name="mha")),
+                    Residual(transformer_mlp())], name=f"transformer_block_{i}")
+                for i in range(config.num_transformer_layers)], name="transformer")
+
+            crop_final = TargetLengthCrop1D(config.target_length, name="target_input")
+
+            final_pointwise = Sequential(lambda: [
+                conv_block(channels * 2, 1),
+                snt.Dropout(config.final_dropout_rate),
+                gelu], name="final_pointwise")
+
+            self._trunk = Sequential([stem, conv_tower, transformer, crop_final, final_pointwise],
+                                     name="trunk")
+
+        with tf.name_scope("heads"):
+            self._heads = {
+                head: Sequential(lambda: [snt.Linear(tracks), tf.nn.softplus], name=f"head_{head}")
+                for head, tracks in config.heads.items()
+            }
+
+    @property
+    def trunk(self) -> Sequential:
+        return self._trunk
+
+    @property
+    def heads(self) -> dict[str, Sequential]:
+        return self._heads
+
+    def attention_layers(self) -> list[MultiheadAttention]:
+        """The transformer's attention modules, in layer order."""
+        transformer = self._trunk.layers[2]
+        return [block.layers[0]._module.layers[1] for block in transformer.layers]
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool) -> dict[str, tf.Tensor]:
+        """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}."""
+        trunk_embedding = self._trunk(inputs, is_training=is_training)
+        return {head: module(trunk_embedding, is_training=is_training)
+                for head, module in self._heads.items()}

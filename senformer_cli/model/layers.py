@@ -1,0 +1,143 @@
+"""Building blocks of the Enformer trunk, pure Sonnet + tf.
+
+Module and attribute names follow the released Sonnet model, so variable names, and the order in
+which `module.variables` lists them, equal the published checkpoint's.
+`is_training` is routed explicitly: `Sequential` passes it to every layer that takes it (the
+`TRAINING_AWARE` attribute), instead of inspecting signatures at run time.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import sonnet as snt
+import tensorflow as tf
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """The sigmoid approximation of GELU used by Enformer: sigmoid(1.702 x) * x."""
+    return tf.nn.sigmoid(1.702 * x) * x
+
+
+def _takes_is_training(layer) -> bool:
+    return isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)) or \
+        getattr(layer, "TRAINING_AWARE", False)
+
+
+class Sequential(snt.Module):
+    """Layers applied in order; `is_training` goes to the layers that take it.
+
+    `layers` may be a callable returning the layers: it is called inside this module's constructor,
+    hence inside its name scope, so the layers' variables are named `.../<name>/...` as in the
+    published model.
+    """
+
+    TRAINING_AWARE = True
+
+    def __init__(self, layers: Callable[[], Iterable] | Sequence, name: str | None = None):
+        super().__init__(name=name)
+        if callable(layers):
+            layers = layers()
+        self._layers = [layer for layer in layers if layer is not None]
+
+    @property
+    def layers(self) -> list:
+        return self._layers
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool) -> tf.Tensor:
+        outputs = inputs
+        for layer in self._layers:
+            if _takes_is_training(layer):
+                outputs = layer(outputs, is_training=is_training)
+            else:
+                outputs = layer(outputs)
+        return outputs
+
+
+class Residual(snt.Module):
+    """x + module(x)."""
+
+    TRAINING_AWARE = True
+
+    def __init__(self, module: snt.Module, name: str = "residual"):
+        super().__init__(name=name)
+        self._module = module
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool) -> tf.Tensor:
+        return inputs + self._module(inputs, is_training=is_training)
+
+
+class SoftmaxPooling1D(snt.Module):
+    """Attention pooling: a softmax-weighted sum over each window of `pool_size` positions.
+
+    [B, T, C] -> [B, T / pool_size, C]; the weights are per channel, logits = x @ W with W
+    initialised to `w_init_scale` x identity (so it starts close to max pooling).
+    """
+
+    def __init__(self, pool_size: int = 2, per_channel: bool = True, w_init_scale: float = 2.0,
+                 name: str = "softmax_pooling"):
+        super().__init__(name=name)
+        self._pool_size = pool_size
+        self._per_channel = per_channel
+        self._w_init_scale = w_init_scale
+        self._logit_linear = None
+
+    @snt.once
+    def _initialize(self, num_features: int) -> None:
+        self._logit_linear = snt.Linear(
+            output_size=num_features if self._per_channel else 1,
+            with_bias=False,  # Softmax is agnostic to shifts.
+            w_init=snt.initializers.Identity(self._w_init_scale))
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        _, length, num_features = inputs.shape
+        self._initialize(num_features)
+        inputs = tf.reshape(inputs, (-1, length // self._pool_size, self._pool_size, num_features))
+        return tf.reduce_sum(inputs * tf.nn.softmax(self._logit_linear(inputs), axis=-2), axis=-2)
+
+
+class MaxPooling1D(snt.Module):
+    """Max pooling with SAME padding: [B, T, C] -> [B, ceil(T / pool_size), C]."""
+
+    def __init__(self, pool_size: int = 2, name: str = "max_pooling"):
+        super().__init__(name=name)
+        self._pool_size = pool_size
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.nn.max_pool1d(inputs, self._pool_size, self._pool_size, padding="SAME")
+
+
+def pooling_module(kind: str, pool_size: int = 2) -> snt.Module:
+    if kind == "attention":
+        return SoftmaxPooling1D(pool_size=pool_size, per_channel=True, w_init_scale=2.0)
+    if kind == "max":
+        return MaxPooling1D(pool_size=pool_size)
+    raise ValueError(f"unknown pooling type {kind!r}")
+
+
+class TargetLengthCrop1D(snt.Module):
+    """Keep the centre `target_length` positions: [B, T, C] -> [B, target_length, C]."""
+
+    def __init__(self, target_length: int, name: str = "target_length_crop"):
+        super().__init__(name=name)
+        self._target_length = target_length
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        trim = (inputs.shape[-2] - self._target_length) // 2
+        if trim < 0:
+            raise ValueError(f"inputs of length {inputs.shape[-2]} are shorter than the target "
+                             f"length {self._target_length}")
+        return inputs[..., trim:trim + self._target_length, :]
+
+
+def conv_block(filters: int, width: int = 1, w_init=None, name: str = "conv_block") -> Sequential:
+    """BatchNorm -> GELU -> Conv1D(filters, width, SAME)."""
+    return Sequential(lambda: [
+        snt.distribute.CrossReplicaBatchNorm(
+            create_scale=True,
+            create_offset=True,
+            scale_init=snt.initializers.Ones(),
+            moving_mean=snt.ExponentialMovingAverage(0.9),
+            moving_variance=snt.ExponentialMovingAverage(0.9)),
+        gelu,
+        snt.Conv1D(filters, width, w_init=w_init),
+    ], name=name)

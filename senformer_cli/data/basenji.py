@@ -1,0 +1,216 @@
+"""The Basenji/Enformer data directory: statistics.json, ZLIB TFRecords, sequences.bed.
+
+Layout of a data directory `DIR` (one organism):
+
+    DIR/statistics.json          num_targets, {train,valid,test}_seqs, seq_length, pool_width,
+                                 crop_bp, target_length
+    DIR/tfrecords/<split>-<k>.tfr  ZLIB tf.train.Examples, files ordered by the integer k:
+                                 `sequence` = bytes of bool (seq_length, 4) one-hot (A,C,G,T; N = 0)
+                                 `target`   = bytes of float16 (target_length, num_targets)
+    DIR/sequences.bed            chrom, start, end, split; the records of a split in file order
+    DIR/targets.txt              targets sheet (also accepted: targets_<organism>.txt)
+
+Reading errors inside a tf.data pipeline surface as TensorFlow errors far from their cause;
+`diagnose_records` re-reads a split in plain Python to name the file and record index.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from senformer_cli.errors import SenformerError
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+ZLIB = "ZLIB"
+# Marks a user-error message inside a TensorFlow error, so the iterator can recover it.
+ERROR_MARK = "SENFORMER_ERROR:"
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Contents of statistics.json."""
+
+    num_targets: int
+    seq_length: int
+    pool_width: int
+    crop_bp: int
+    target_length: int
+    train_seqs: int
+    valid_seqs: int
+    test_seqs: int
+
+    def num_records(self, split: str) -> int:
+        return getattr(self, f"{split}_seqs")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def read_statistics(data_dir: Path | str) -> Statistics:
+    """Read and validate `DIR/statistics.json` (extra keys are ignored)."""
+    path = Path(data_dir) / "statistics.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SenformerError(f"{path}: missing (not a Basenji data directory?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SenformerError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise SenformerError(f"{path}: expected a JSON object")
+    values = {}
+    for name in Statistics.__dataclass_fields__:
+        value = data.get(name, 0 if name.endswith("_seqs") else None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise SenformerError(f"{path}: '{name}' = {value!r}, expected a non-negative integer")
+        values[name] = value
+    stats = Statistics(**values)
+    if stats.seq_length < 1 or stats.num_targets < 1 or stats.target_length < 1:
+        raise SenformerError(f"{path}: seq_length, num_targets and target_length must be positive")
+    if stats.seq_length != stats.target_length * stats.pool_width + 2 * stats.crop_bp:
+        raise SenformerError(f"{path}: seq_length {stats.seq_length} != target_length x pool_width "
+                             f"+ 2 x crop_bp = {stats.target_length} x {stats.pool_width} + 2 x "
+                             f"{stats.crop_bp}")
+    return stats
+
+
+def statistics_json(stats: Statistics) -> str:
+    return json.dumps(stats.to_dict(), indent=2) + "\n"
+
+
+def split_files(data_dir: Path | str, split: str) -> list[Path]:
+    """`DIR/tfrecords/<split>-<k>.tfr`, sorted by k. Raises SenformerError when there are none."""
+    if split not in SPLITS:
+        raise SenformerError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+    folder = Path(data_dir) / "tfrecords"
+    pattern = re.compile(rf"^{split}-(\d+)\.tfr$")
+    found = [(int(m.group(1)), p) for p in folder.glob(f"{split}-*.tfr")
+             if (m := pattern.match(p.name))]
+    if not found:
+        raise SenformerError(f"{folder}: no '{split}' records ({split}-<k>.tfr)")
+    return [p for _, p in sorted(found)]
+
+
+def read_bed(data_dir: Path | str) -> pd.DataFrame:
+    """`DIR/sequences.bed` as a DataFrame (chrom, start, end, split)."""
+    path = Path(data_dir) / "sequences.bed"
+    try:
+        bed = pd.read_csv(path, sep="\t", header=None, dtype={0: str, 3: str})
+    except FileNotFoundError:
+        raise SenformerError(f"{path}: missing (needed to take flanks from a genome FASTA)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise SenformerError(f"{path}: not a BED file ({error})") from None
+    if bed.shape[1] < 4 or not all(np.issubdtype(bed[c].dtype, np.integer) for c in (1, 2)):
+        raise SenformerError(f"{path}: expected columns chrom, start, end, split")
+    bed = bed.iloc[:, :4]
+    bed.columns = ["chrom", "start", "end", "split"]
+    return bed
+
+
+# ---------------------------------------------------------------- writing
+def serialize_example(sequence: np.ndarray, target: np.ndarray) -> bytes:
+    """One record: `sequence` bool [L, 4], `target` float16 [T, C] -> serialized tf.train.Example."""
+    feature = {
+        "sequence": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[np.ascontiguousarray(sequence, dtype=bool).tobytes()])),
+        "target": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[np.ascontiguousarray(target, dtype=np.float16).tobytes()])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_records(path: Path | str, records: list[bytes]) -> None:
+    """Write serialized examples to one ZLIB TFRecord file."""
+    with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(compression_type=ZLIB)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+# ---------------------------------------------------------------- reading
+def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decode one record; `where` is a string naming its file and index for error messages.
+
+    Returns `sequence` bool [seq_length, 4] and `target` float16 [target_length, num_targets].
+    """
+    features = tf.io.parse_single_example(serialized, {
+        "sequence": tf.io.FixedLenFeature([], tf.string),
+        "target": tf.io.FixedLenFeature([], tf.string),
+    })
+    seq_bytes = stats.seq_length * 4
+    target_bytes = stats.target_length * stats.num_targets * 2
+    checks = [
+        tf.debugging.Assert(tf.strings.length(features["sequence"]) == seq_bytes, [
+            tf.strings.join([ERROR_MARK, where, ": sequence has ",
+                             tf.strings.as_string(tf.strings.length(features["sequence"])),
+                             f" bytes, expected {seq_bytes} (bool {stats.seq_length} x 4)"])]),
+        tf.debugging.Assert(tf.strings.length(features["target"]) == target_bytes, [
+            tf.strings.join([ERROR_MARK, where, ": target has ",
+                             tf.strings.as_string(tf.strings.length(features["target"])),
+                             f" bytes, expected {target_bytes} (float16 {stats.target_length} x "
+                             f"{stats.num_targets}, statistics.json)"])]),
+    ]
+    with tf.control_dependencies(checks):
+        sequence = tf.reshape(tf.io.decode_raw(features["sequence"], tf.bool), [stats.seq_length, 4])
+        target = tf.reshape(tf.io.decode_raw(features["target"], tf.float16),
+                            [stats.target_length, stats.num_targets])
+    return sequence, target
+
+
+def diagnose_records(files: list[Path], stats: Statistics) -> str | None:
+    """Read every record of `files` in plain Python; the first problem as 'FILE: record i: why'.
+
+    Used after a tf.data pipeline failed, to say which file and record broke it.
+    """
+    seq_bytes, target_bytes = stats.seq_length * 4, stats.target_length * stats.num_targets * 2
+    for path in files:
+        index = 0
+        try:
+            for serialized in tf.data.TFRecordDataset(str(path), compression_type=ZLIB):
+                example = tf.train.Example.FromString(serialized.numpy())
+                feature = example.features.feature
+                for name, expected in (("sequence", seq_bytes), ("target", target_bytes)):
+                    if name not in feature or not feature[name].bytes_list.value:
+                        return f"{path}: record {index}: no bytes feature '{name}'"
+                    size = len(feature[name].bytes_list.value[0])
+                    if size != expected:
+                        return (f"{path}: record {index}: '{name}' has {size} bytes, expected "
+                                f"{expected}")
+                index += 1
+        except (tf.errors.OpError, ValueError) as error:
+            reason = getattr(error, "message", str(error)).splitlines()[0]
+            return f"{path}: record {index}: truncated or corrupt ({reason})"
+        except Exception as error:  # protobuf DecodeError
+            return f"{path}: record {index}: not a tf.train.Example ({error})"
+    return None
+
+
+def count_records(files: list[Path]) -> list[int]:
+    """Records per file (reads and decompresses every file; no decoding)."""
+    counts = []
+    for path in files:
+        dataset = tf.data.TFRecordDataset(str(path), compression_type=ZLIB)
+        try:
+            counts.append(int(dataset.reduce(np.int64(0), lambda n, _: n + 1)))
+        except tf.errors.OpError as error:
+            raise SenformerError(f"{path}: truncated or corrupt record file "
+                                 f"({error.message.splitlines()[0]})") from None
+    return counts
+
+
+def find_targets_sheet(data_dir: Path | str) -> Path:
+    """`DIR/targets.txt`, or the one `DIR/targets_<organism>.txt`."""
+    data_dir = Path(data_dir)
+    if (data_dir / "targets.txt").is_file():
+        return data_dir / "targets.txt"
+    candidates = sorted(data_dir.glob("targets_*.txt"))
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise SenformerError(f"{data_dir}: no targets sheet (targets.txt or targets_<organism>.txt)")
+    raise SenformerError(f"{data_dir}: several targets sheets ({', '.join(p.name for p in candidates)})")

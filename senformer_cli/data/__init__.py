@@ -43,9 +43,9 @@ import pandas as pd
 import tensorflow as tf
 
 from senformer_cli.config import ModelConfig
-from senformer_cli.data.basenji import (ERROR_MARK, ZLIB, Statistics, count_records,
-                                        diagnose_records, find_targets_sheet, parse_record,
-                                        read_bed, read_statistics, split_files)
+from senformer_cli.data.basenji import (ERROR_MARK, ZLIB, Statistics, find_targets_sheet,
+                                        parse_record, read_bed, read_statistics, scan_records,
+                                        split_files)
 from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot
 from senformer_cli.data.targets import read_targets
 from senformer_cli.errors import SenformerError
@@ -87,7 +87,7 @@ class OrganismData:
         if ERROR_MARK in message:
             text = message.split(ERROR_MARK, 1)[1].splitlines()[0]
             return text.rstrip("]").rstrip()
-        found = diagnose_records(self.files, self.statistics)
+        found = scan_records(self.files, self.statistics)[1]
         if found:
             return found
         return f"{self.data_dir}: reading the '{self.split}' records failed ({message.splitlines()[0]})"
@@ -140,7 +140,7 @@ class LoadedData:
             yield
         except tf.errors.OpError as error:
             for data in self.organisms.values():
-                if ERROR_MARK in error.message or diagnose_records(data.files, data.statistics):
+                if ERROR_MARK in error.message or scan_records(data.files, data.statistics)[1]:
                     raise SenformerError(data.explain(error)) from None
             raise
 
@@ -257,7 +257,7 @@ class _Window:
             self.ends = rows["end"].to_numpy(np.int64)
             self.bed_path = data_dir / "sequences.bed"
             # Basenji writes a fixed number of records per file (the last file may hold fewer).
-            self.records_per_file = count_records(files[:1])[0]
+            self.records_per_file = scan_records(files[:1], stats)[0]
 
     def _flanks(self, file_index: np.ndarray, record_index: np.ndarray, sequence: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ Layout of a data directory `DIR` (one organism):
     DIR/targets.txt              targets sheet (also accepted: targets_<organism>.txt)
 
 Reading errors inside a tf.data pipeline surface as TensorFlow errors far from their cause;
-`diagnose_records` re-reads a split in plain Python to name the file and record index.
+`scan_records` re-reads a split in plain Python to name the file and record index.
 """
 from __future__ import annotations
 
@@ -162,45 +162,36 @@ def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
     return sequence, target
 
 
-def diagnose_records(files: list[Path], stats: Statistics) -> str | None:
-    """Read every record of `files` in plain Python; the first problem as 'FILE: record i: why'.
+def scan_records(files: list[Path], stats: Statistics) -> tuple[int, str | None]:
+    """Read every record of `files` in plain Python, checking each one's features and sizes.
 
-    Used after a tf.data pipeline failed, to say which file and record broke it.
+    Returns the number of good records before the first problem and that problem as
+    'FILE: record i: why' (None when all are good). Used to count records and, after a tf.data
+    pipeline failed, to say which file and record broke it.
     """
     seq_bytes, target_bytes = stats.seq_length * 4, stats.target_length * stats.num_targets * 2
+    good = 0
     for path in files:
         index = 0
         try:
             for serialized in tf.data.TFRecordDataset(str(path), compression_type=ZLIB):
-                example = tf.train.Example.FromString(serialized.numpy())
-                feature = example.features.feature
+                feature = tf.train.Example.FromString(serialized.numpy()).features.feature
                 for name, expected in (("sequence", seq_bytes), ("target", target_bytes)):
                     if name not in feature or not feature[name].bytes_list.value:
-                        return f"{path}: record {index}: no bytes feature '{name}'"
+                        return good, f"{path}: record {index}: no bytes feature '{name}'"
                     size = len(feature[name].bytes_list.value[0])
                     if size != expected:
-                        return (f"{path}: record {index}: '{name}' has {size} bytes, expected "
-                                f"{expected}")
+                        return good, (f"{path}: record {index}: '{name}' has {size} bytes, "
+                                      f"expected {expected} (statistics.json shapes, bool sequence, "
+                                      "float16 target)")
                 index += 1
-        except (tf.errors.OpError, ValueError) as error:
-            reason = getattr(error, "message", str(error)).splitlines()[0]
-            return f"{path}: record {index}: truncated or corrupt ({reason})"
-        except Exception as error:  # protobuf DecodeError
-            return f"{path}: record {index}: not a tf.train.Example ({error})"
-    return None
-
-
-def count_records(files: list[Path]) -> list[int]:
-    """Records per file (reads and decompresses every file; no decoding)."""
-    counts = []
-    for path in files:
-        dataset = tf.data.TFRecordDataset(str(path), compression_type=ZLIB)
-        try:
-            counts.append(int(dataset.reduce(np.int64(0), lambda n, _: n + 1)))
+                good += 1
         except tf.errors.OpError as error:
-            raise SenformerError(f"{path}: truncated or corrupt record file "
-                                 f"({error.message.splitlines()[0]})") from None
-    return counts
+            reason = error.message.splitlines()[0]
+            return good, f"{path}: record {index}: truncated or corrupt ({reason})"
+        except Exception as error:  # protobuf DecodeError
+            return good, f"{path}: record {index}: not a tf.train.Example ({error})"
+    return good, None
 
 
 def find_targets_sheet(data_dir: Path | str) -> Path:
@@ -214,3 +205,68 @@ def find_targets_sheet(data_dir: Path | str) -> Path:
     if not candidates:
         raise SenformerError(f"{data_dir}: no targets sheet (targets.txt or targets_<organism>.txt)")
     raise SenformerError(f"{data_dir}: several targets sheets ({', '.join(p.name for p in candidates)})")
+
+
+def inspect_data(data_dir: Path | str, max_records: int = 32) -> dict:
+    """Summary of a data directory for `senformer data inspect`.
+
+    Reads and checks every record of every split and compares the counts with statistics.json and
+    the targets sheet; decodes the first `max_records` records of each split for shapes and
+    target value ranges per track type. Raises SenformerError for unreadable files or records.
+    """
+    from senformer_cli.data.targets import (TRACK_TYPE_LABELS, read_targets, track_type_counts,
+                                            track_type_indices)
+
+    data_dir = Path(data_dir)
+    stats = read_statistics(data_dir)
+    sheet_path = find_targets_sheet(data_dir)
+    sheet = read_targets(sheet_path)
+    problems = []
+    if len(sheet) != stats.num_targets:
+        problems.append(f"{sheet_path.name} has {len(sheet)} tracks, statistics.json "
+                        f"num_targets = {stats.num_targets}")
+    splits, targets, n_bases = [], [], 0
+    n_sequences, n_positions = 0, 0
+    for split in SPLITS:
+        expected = stats.num_records(split)
+        try:
+            files = split_files(data_dir, split)
+        except SenformerError:
+            if expected:
+                raise
+            files = []
+        records, problem = scan_records(files, stats)
+        if problem:
+            raise SenformerError(problem)
+        splits.append({"split": split, "files": len(files), "records": records,
+                       "expected": expected, "agrees": records == expected})
+        if records != expected:
+            problems.append(f"'{split}': {records} records, statistics.json {split}_seqs = "
+                            f"{expected}")
+        for serialized in tf.data.TFRecordDataset([str(f) for f in files],
+                                                  compression_type=ZLIB).take(max_records):
+            feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+            sequence = np.frombuffer(feature["sequence"].bytes_list.value[0], dtype=bool)
+            target = np.frombuffer(feature["target"].bytes_list.value[0], dtype=np.float16)
+            n_sequences += 1
+            n_positions += sequence.size // 4
+            n_bases += int(sequence.sum())
+            targets.append(target.reshape(stats.target_length, stats.num_targets))
+    ranges = []
+    if targets and len(sheet) == stats.num_targets:
+        values = np.stack(targets).astype(np.float32)  # [N, T, C]
+        for kind, columns in track_type_indices(sheet).items():
+            block = values[:, :, columns]
+            ranges.append({"track_type": kind, "label": TRACK_TYPE_LABELS[kind],
+                           "tracks": len(columns), "min": float(block.min()),
+                           "mean": float(block.mean()), "max": float(block.max()),
+                           "finite": bool(np.isfinite(block).all())})
+    return {
+        "data_dir": str(data_dir), "statistics": stats.to_dict(), "targets_sheet": str(sheet_path),
+        "tracks_per_type": track_type_counts(sheet), "splits": splits,
+        "shapes": {"sequence": [stats.seq_length, 4], "sequence_dtype": "bool",
+                   "target": [stats.target_length, stats.num_targets], "target_dtype": "float16"},
+        "sampled_records": n_sequences,
+        "n_fraction": (1.0 - n_bases / n_positions) if n_positions else None,
+        "value_ranges": ranges, "problems": problems, "agrees": not problems,
+    }

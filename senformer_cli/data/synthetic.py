@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +107,20 @@ MIN_ELEMENT_GAP_BP = 300
 
 
 def write_synthetic(out: Path | str, preset: str = "tiny", seed: int = 0,
-                    splits: dict[str, int] | None = None) -> dict[str, Any]:
+                    splits: dict[str, int | None] | None = None,
+                    records_per_file: int | None = None) -> dict[str, Any]:
     """Write the synthetic data set to `out` (replaced only once complete); return a summary.
 
-    `splits` overrides the preset's records per split. Deterministic for (`preset`, `seed`).
+    `splits` and `records_per_file` override the preset's. Deterministic for the arguments.
     """
     if preset not in SYNTH_PRESETS:
         raise SenformerError(f"unknown synthetic preset '{preset}'; choose one of "
                              f"{', '.join(SYNTH_PRESETS)}")
     spec = SYNTH_PRESETS[preset]
+    if records_per_file is not None:
+        if records_per_file < 1:
+            raise SenformerError("records_per_file must be positive")
+        spec = replace(spec, records_per_file=records_per_file)
     counts = dict(spec.splits)
     counts.update({k: v for k, v in (splits or {}).items() if v is not None})
     if any(n < 0 for n in counts.values()) or counts["train"] < 1:
@@ -137,13 +142,12 @@ def write_synthetic(out: Path | str, preset: str = "tiny", seed: int = 0,
             truth["organisms"][organism] = _write_organism(tmp, organism, spec, counts, rng)
         (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return {"out": str(out), "preset": preset, "seed": seed, "splits": counts,
-            "organisms": {o: {"data_dir": str(out / o), "genome": str(out / f"{o}.fa"),
+            "organisms": {o: {"data_dir": o, "genome": f"{o}.fa",
                               "num_targets": sum(spec.heads[o].values()),
                               "promoters": len(truth["organisms"][o]["promoters"]),
                               "driven": sum(p["driven"] for p in truth["organisms"][o]["promoters"])}
                           for o in spec.heads},
-            "ground_truth": str(out / "ground_truth.json"),
-            "statistics": asdict(_statistics(spec, sum(spec.heads["human"].values()), counts))}
+            "ground_truth": str(out / "ground_truth.json")}
 
 
 def _statistics(spec: SynthPreset, num_targets: int, counts: dict[str, int]) -> Statistics:

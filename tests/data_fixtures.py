@@ -1,0 +1,40 @@
+"""Shared set-up for the data tests: one small synthetic data set per session, copied on demand."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(__file__).parents[2] / "shared" / "reference"
+COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+
+
+def reverse_complement(text: str) -> str:
+    """Independent string reverse complement."""
+    return text.translate(COMPLEMENT)[::-1]
+
+
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny synthetic data, 6 / 2 / 2 records in files of 2, written once per session."""
+    root = tmp_path_factory.getbasetemp() / "synth-tiny"
+    if not root.exists():
+        from senformer_cli.data.synthetic import write_synthetic
+
+        write_synthetic(root, "tiny", seed=7, splits={"train": 6, "valid": 2, "test": 2},
+                        records_per_file=2)
+    return root
+
+
+def copy_of(source: Path, tmp_path: Path) -> Path:
+    """A private copy of a synthetic data set that a test may break."""
+    target = tmp_path / "synth"
+    shutil.copytree(source, target)
+    return target
+
+
+def reference_sheet(organism: str) -> Path:
+    path = REFERENCE / f"targets_{organism}.txt"
+    if not path.is_file():
+        pytest.skip(f"published targets sheet {path} is absent (../shared/reference/)")
+    return path

@@ -83,6 +83,47 @@ def model_summary(
         report.model_summary(summary)
 
 
+# ---------------------------------------------------------------- data (issue #3)
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    out: Path = typer.Argument(..., help="Output directory (replaced only once complete)."),
+    preset: str = typer.Option("tiny", "--preset", "-p",
+                               help="tiny (demo, 24,576-bp records, 16/8 tracks), small or full "
+                               "(real shapes: 131,072 bp, 896 bins, 5,313/1,643 tracks)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the output is deterministic for it."),
+    train: Optional[int] = typer.Option(None, "--train", help="Training records per organism."),
+    valid: Optional[int] = typer.Option(None, "--valid", help="Validation records per organism."),
+    test: Optional[int] = typer.Option(None, "--test", help="Test records per organism."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write the synthetic data set: genome FASTAs, human and mouse Basenji data directories and
+    the ground truth of the planted rules."""
+    from senformer_cli import report
+    from senformer_cli.data.synthetic import write_synthetic
+
+    summary = write_synthetic(out, preset, seed, {"train": train, "valid": valid, "test": test})
+    report.print_json(summary) if as_json else report.data_synth(summary)
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    data_dir: Path = typer.Argument(..., help="A Basenji data directory (statistics.json, "
+                                    "tfrecords/, sequences.bed, targets sheet)."),
+    max_records: int = typer.Option(32, "--max-records",
+                                    help="Records per split decoded for value ranges."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Splits and record counts, shapes, tracks per type, target value ranges, and whether the
+    files agree with statistics.json."""
+    from senformer_cli import report
+    from senformer_cli.data.basenji import inspect_data
+
+    summary = inspect_data(data_dir, max_records=max_records)
+    report.print_json(summary) if as_json else report.data_inspect(summary)
+
+
 def main() -> None:
     app(prog_name="senformer")
 

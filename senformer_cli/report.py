@@ -68,3 +68,59 @@ def model_summary(summary: dict[str, Any]) -> None:
         for row in rows:
             ptable.add_row(*row)
         console.print(ptable)
+
+
+# ---------------------------------------------------------------- data (issue #3)
+def data_synth(summary: dict[str, Any]) -> None:
+    """Table for `senformer data synth`."""
+    table = Table(title=f"synthetic data ({summary['preset']}, seed {summary['seed']}) in "
+                  f"{summary['out']}", title_justify="left")
+    for column in ("organism", "data directory", "genome", "tracks", "train / valid / test",
+                   "promoters", "driven by an enhancer"):
+        table.add_column(column, justify="right" if column in ("tracks", "promoters") else "left")
+    splits = summary["splits"]
+    for organism, info in summary["organisms"].items():
+        table.add_row(organism, info["data_dir"], info["genome"], _fmt_int(info["num_targets"]),
+                      f"{splits['train']} / {splits['valid']} / {splits['test']}",
+                      _fmt_int(info["promoters"]), f"{info['driven']:,}")
+    console.print(table)
+    console.print(f"ground truth of the planted rules: {summary['ground_truth']}; use "
+                  "--genome with each organism's FASTA so records are extended from it",
+                  highlight=False)
+
+
+def data_inspect(summary: dict[str, Any]) -> None:
+    """Tables for `senformer data inspect`."""
+    stats = summary["statistics"]
+    shapes = summary["shapes"]
+    console.print(
+        f"[bold]{summary['data_dir']}[/]: sequence {shapes['sequence_dtype']} "
+        f"{' x '.join(f'{n:,}' for n in shapes['sequence'])}, target {shapes['target_dtype']} "
+        f"{' x '.join(f'{n:,}' for n in shapes['target'])}; {stats['pool_width']}-bp bins, "
+        f"crop {stats['crop_bp']:,} bp; targets sheet {summary['targets_sheet']}", highlight=False)
+    splits = Table(title="splits", title_justify="left")
+    for column in ("split", "files", "records", "statistics.json", "agrees"):
+        splits.add_column(column, justify="left" if column in ("split", "agrees") else "right")
+    for row in summary["splits"]:
+        splits.add_row(row["split"], _fmt_int(row["files"]), _fmt_int(row["records"]),
+                       _fmt_int(row["expected"]), "[green]yes[/]" if row["agrees"] else "[red]NO[/]")
+    console.print(splits)
+    ranges = {r["track_type"]: r for r in summary["value_ranges"]}
+    tracks = Table(title=f"tracks per type; target values over the first "
+                   f"{summary['sampled_records']} records", title_justify="left")
+    for column in ("track type", "tracks", "min", "mean", "max"):
+        tracks.add_column(column, justify="left" if column == "track type" else "right")
+    from senformer_cli.data.targets import TRACK_TYPE_LABELS
+
+    for kind, count in summary["tracks_per_type"].items():
+        r = ranges.get(kind)
+        values = [f"{r[k]:.3g}" for k in ("min", "mean", "max")] if r else ["-", "-", "-"]
+        tracks.add_row(TRACK_TYPE_LABELS[kind], _fmt_int(count), *values)
+    console.print(tracks)
+    if summary["n_fraction"] is not None:
+        console.print(f"N (all-zero) positions in the sampled sequences: "
+                      f"{summary['n_fraction']:.2%}", highlight=False)
+    if summary["agrees"]:
+        console.print("[green]files agree with statistics.json[/]")
+    for problem in summary["problems"]:
+        console.print(f"[red]disagrees:[/] {problem}", highlight=False)

@@ -22,21 +22,25 @@ def large_negative(dtype: tf.dtypes.DType) -> float:
     return -1e9 if dtype in (tf.float32, tf.float64) else float(dtype.min) / 2
 
 
-def relative_shift(x: tf.Tensor) -> tf.Tensor:
-    """[..., Tq, 2Tk-1] logits per distance -> [..., Tq, Tk] per key, the published trick.
+def skew(x: tf.Tensor) -> tf.Tensor:
+    """[..., Q, W] -> [..., Q, W - Q + 1] with out[q, c] = x[q, c + Q - 1 - q].
 
-    Column m of row i of the input holds distance m - (Tk - 1) (the row of the distance table);
-    the output at (i, j) is the input at (i, Tk - 1 + j - i).
+    Turns logits per relative distance into logits per key: if column m of query row q holds
+    the distance m - (Q - 1) + c0 - p0 for keys from c0 and queries from p0, output column c
+    holds key c0 + c. Pure data movement (flatten, drop Q - 1 leading entries, re-fold).
     """
-    to_pad = tf.zeros_like(x[..., :1])
-    x = tf.concat([to_pad, x], -1)
-    shape = tf.shape(x)
-    t1, t2 = x.shape[-2], x.shape[-1]
-    lead = shape[:-2]
-    x = tf.reshape(x, tf.concat([lead, [t2, t1]], 0))
-    x = x[..., 1:, :]
-    x = tf.reshape(x, tf.concat([lead, [t1, t2 - 1]], 0))
-    return x[..., :(t2 + 1) // 2]
+    num_queries, width = x.shape[-2], x.shape[-1]
+    lead = tf.shape(x)[:-2]
+    flat = tf.reshape(x, tf.concat([lead, [num_queries * width]], 0))
+    flat = flat[..., num_queries - 1:num_queries - 1 + num_queries * (width - 1)]
+    folded = tf.reshape(flat, tf.concat([lead, [num_queries, width - 1]], 0))
+    return folded[..., :width - num_queries + 1]
+
+
+def relative_shift(x: tf.Tensor) -> tf.Tensor:
+    """[..., T, 2T-1] logits per distance (column m = distance m - (T-1)) -> [..., T, T] per key:
+    out[i, j] = x[i, T - 1 + j - i], the published Transformer-XL shift."""
+    return skew(x)
 
 
 class MultiheadAttention(snt.Module):

@@ -116,12 +116,14 @@ def data_inspect(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Splits and record counts, shapes, tracks per type, target value ranges, and whether the
-    files agree with statistics.json."""
+    files agree with statistics.json (exit code 1 when they do not, 2 for unreadable input)."""
     from senformer_cli import report
     from senformer_cli.data.basenji import inspect_data
 
     summary = inspect_data(data_dir, max_records=max_records)
     report.print_json(summary) if as_json else report.data_inspect(summary)
+    if not summary["agrees"]:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

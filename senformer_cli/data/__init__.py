@@ -43,11 +43,10 @@ import pandas as pd
 import tensorflow as tf
 
 from senformer_cli.config import ModelConfig
-from senformer_cli.data.basenji import (ERROR_MARK, ZLIB, Statistics, find_targets_sheet,
-                                        parse_record, read_bed, read_statistics, scan_records,
+from senformer_cli.data.basenji import (ERROR_MARK, ZLIB, Statistics, parse_record,
+                                        read_bed, read_statistics, read_targets_for, scan_records,
                                         split_files)
 from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot
-from senformer_cli.data.targets import read_targets
 from senformer_cli.errors import SenformerError
 
 __all__ = ["Batch", "LoadedData", "OrganismData", "load_dataset", "decode_one_hot", "encode",
@@ -86,7 +85,8 @@ class OrganismData:
         message = error.message
         if ERROR_MARK in message:
             text = message.split(ERROR_MARK, 1)[1].splitlines()[0]
-            return text.rstrip("]").rstrip()
+            # tf.debugging.Assert prints its data as "[...]" with quotes escaped
+            return text.rstrip("]").rstrip().replace("\\'", "'")
         found = scan_records(self.files, self.statistics)[1]
         if found:
             return found
@@ -171,7 +171,8 @@ def load_dataset(
     reverse_complement: with probability 1/2 per record, reverse-complement the sequence and
         reverse the targets along bins (seeded by `seed` and the record's position in the stream).
     max_shift: shift the input window by a uniform integer in [-max_shift, max_shift] bp.
-    genomes: {head: FASTA} to take the flanks from; heads without one get N padding.
+    genomes: {head: FASTA} to take the flanks from; heads without one get N padding (entries
+        for heads not loaded here are ignored, so one mapping serves every split).
     Returns LoadedData; see the module docstring for shapes.
     """
     if isinstance(data_dirs, (str, Path)):
@@ -181,9 +182,6 @@ def load_dataset(
     if batch_size < 1 or max_shift < 0:
         raise SenformerError("batch_size must be positive and max_shift non-negative")
     genomes = dict(genomes or {})
-    unknown = set(genomes) - set(data_dirs)
-    if unknown:
-        raise SenformerError(f"genome given for '{sorted(unknown)[0]}', which has no data directory")
     shuffle = split == "train" if shuffle is None else shuffle
     loaded = LoadedData()
     for head, data_dir in data_dirs.items():
@@ -225,12 +223,7 @@ def _check_directory(data_dir: Path, split: str, head: str, config: ModelConfig
     if (config.sequence_length - stats.seq_length) % 2:
         raise SenformerError(f"{where}: seq_length {stats.seq_length} and the model's input "
                              f"{config.sequence_length} bp differ by an odd number")
-    sheet_path = find_targets_sheet(data_dir)
-    targets = read_targets(sheet_path)
-    if len(targets) != stats.num_targets:
-        raise SenformerError(f"{sheet_path}: {len(targets)} tracks but statistics.json says "
-                             f"num_targets = {stats.num_targets}")
-    return stats, targets, split_files(data_dir, split)
+    return stats, read_targets_for(data_dir, stats), split_files(data_dir, split)
 
 
 class _Window:

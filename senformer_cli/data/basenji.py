@@ -132,6 +132,13 @@ def write_records(path: Path | str, records: list[bytes]) -> None:
 
 
 # ---------------------------------------------------------------- reading
+def record_sizes(stats: Statistics) -> dict[str, tuple[int, str]]:
+    """Bytes of each feature of a record, and the dtype and shape they hold."""
+    return {"sequence": (stats.seq_length * 4, f"bool {stats.seq_length} x 4"),
+            "target": (stats.target_length * stats.num_targets * 2,
+                       f"float16 {stats.target_length} x {stats.num_targets}")}
+
+
 def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
                  ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decode one record; `where` is a string naming its file and index for error messages.
@@ -142,18 +149,12 @@ def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
         "sequence": tf.io.FixedLenFeature([], tf.string),
         "target": tf.io.FixedLenFeature([], tf.string),
     })
-    seq_bytes = stats.seq_length * 4
-    target_bytes = stats.target_length * stats.num_targets * 2
     checks = [
-        tf.debugging.Assert(tf.strings.length(features["sequence"]) == seq_bytes, [
-            tf.strings.join([ERROR_MARK, where, ": sequence has ",
-                             tf.strings.as_string(tf.strings.length(features["sequence"])),
-                             f" bytes, expected {seq_bytes} (bool {stats.seq_length} x 4)"])]),
-        tf.debugging.Assert(tf.strings.length(features["target"]) == target_bytes, [
-            tf.strings.join([ERROR_MARK, where, ": target has ",
-                             tf.strings.as_string(tf.strings.length(features["target"])),
-                             f" bytes, expected {target_bytes} (float16 {stats.target_length} x "
-                             f"{stats.num_targets}, statistics.json)"])]),
+        tf.debugging.Assert(tf.strings.length(features[name]) == size, [
+            tf.strings.join([ERROR_MARK, where, f": '{name}' has ",
+                             tf.strings.as_string(tf.strings.length(features[name])),
+                             f" bytes, expected {size} ({shape})"])])
+        for name, (size, shape) in record_sizes(stats).items()
     ]
     with tf.control_dependencies(checks):
         sequence = tf.reshape(tf.io.decode_raw(features["sequence"], tf.bool), [stats.seq_length, 4])
@@ -169,21 +170,19 @@ def scan_records(files: list[Path], stats: Statistics) -> tuple[int, str | None]
     'FILE: record i: why' (None when all are good). Used to count records and, after a tf.data
     pipeline failed, to say which file and record broke it.
     """
-    seq_bytes, target_bytes = stats.seq_length * 4, stats.target_length * stats.num_targets * 2
     good = 0
     for path in files:
         index = 0
         try:
             for serialized in tf.data.TFRecordDataset(str(path), compression_type=ZLIB):
                 feature = tf.train.Example.FromString(serialized.numpy()).features.feature
-                for name, expected in (("sequence", seq_bytes), ("target", target_bytes)):
+                for name, (expected, shape) in record_sizes(stats).items():
                     if name not in feature or not feature[name].bytes_list.value:
                         return good, f"{path}: record {index}: no bytes feature '{name}'"
                     size = len(feature[name].bytes_list.value[0])
                     if size != expected:
                         return good, (f"{path}: record {index}: '{name}' has {size} bytes, "
-                                      f"expected {expected} (statistics.json shapes, bool sequence, "
-                                      "float16 target)")
+                                      f"expected {expected} ({shape})")
                 index += 1
                 good += 1
         except tf.errors.OpError as error:
@@ -207,6 +206,18 @@ def find_targets_sheet(data_dir: Path | str) -> Path:
     raise SenformerError(f"{data_dir}: several targets sheets ({', '.join(p.name for p in candidates)})")
 
 
+def read_targets_for(data_dir: Path | str, stats: Statistics) -> pd.DataFrame:
+    """The directory's targets sheet (with `track_type`), checked to have num_targets rows."""
+    from senformer_cli.data.targets import read_targets
+
+    sheet_path = find_targets_sheet(data_dir)
+    sheet = read_targets(sheet_path)
+    if len(sheet) != stats.num_targets:
+        raise SenformerError(f"{sheet_path}: {len(sheet)} tracks but statistics.json says "
+                             f"num_targets = {stats.num_targets}")
+    return sheet
+
+
 def inspect_data(data_dir: Path | str, max_records: int = 32) -> dict:
     """Summary of a data directory for `senformer data inspect`.
 
@@ -214,17 +225,12 @@ def inspect_data(data_dir: Path | str, max_records: int = 32) -> dict:
     the targets sheet; decodes the first `max_records` records of each split for shapes and
     target value ranges per track type. Raises SenformerError for unreadable files or records.
     """
-    from senformer_cli.data.targets import (TRACK_TYPE_LABELS, read_targets, track_type_counts,
-                                            track_type_indices)
+    from senformer_cli.data.targets import TRACK_TYPE_LABELS, track_type_counts, track_type_indices
 
     data_dir = Path(data_dir)
     stats = read_statistics(data_dir)
-    sheet_path = find_targets_sheet(data_dir)
-    sheet = read_targets(sheet_path)
+    sheet = read_targets_for(data_dir, stats)
     problems = []
-    if len(sheet) != stats.num_targets:
-        problems.append(f"{sheet_path.name} has {len(sheet)} tracks, statistics.json "
-                        f"num_targets = {stats.num_targets}")
     splits, targets, n_bases = [], [], 0
     n_sequences, n_positions = 0, 0
     for split in SPLITS:
@@ -253,7 +259,7 @@ def inspect_data(data_dir: Path | str, max_records: int = 32) -> dict:
             n_bases += int(sequence.sum())
             targets.append(target.reshape(stats.target_length, stats.num_targets))
     ranges = []
-    if targets and len(sheet) == stats.num_targets:
+    if targets:
         values = np.stack(targets).astype(np.float32)  # [N, T, C]
         for kind, columns in track_type_indices(sheet).items():
             block = values[:, :, columns]
@@ -262,7 +268,7 @@ def inspect_data(data_dir: Path | str, max_records: int = 32) -> dict:
                            "mean": float(block.mean()), "max": float(block.max()),
                            "finite": bool(np.isfinite(block).all())})
     return {
-        "data_dir": str(data_dir), "statistics": stats.to_dict(), "targets_sheet": str(sheet_path),
+        "data_dir": str(data_dir), "statistics": stats.to_dict(), "targets_sheet": str(find_targets_sheet(data_dir)),
         "tracks_per_type": track_type_counts(sheet), "splits": splits,
         "shapes": {"sequence": [stats.seq_length, 4], "sequence_dtype": "bool",
                    "target": [stats.target_length, stats.num_targets], "target_dtype": "float16"},

@@ -1,0 +1,161 @@
+"""The synthetic data set: deterministic, the real format, and the planted rules visible in it."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyfaidx
+import pytest
+import tensorflow as tf
+from data_fixtures import synthetic
+from typer.testing import CliRunner
+
+from senformer_cli.cli import app
+from senformer_cli.config import ModelConfig
+from senformer_cli.data import load_dataset
+from senformer_cli.data.synthetic import MOTIFS, write_synthetic
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic(tmp_path_factory)
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_other_genome(tmp_path: Path) -> None:
+    small = {"train": 2, "valid": 1, "test": 1}
+    write_synthetic(tmp_path / "a", "tiny", seed=3, splits=small)
+    write_synthetic(tmp_path / "b", "tiny", seed=3, splits=small)
+    write_synthetic(tmp_path / "c", "tiny", seed=4, splits=small)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a")["human.fa"] != digest(tmp_path / "c")["human.fa"]
+
+
+def test_track_counts_match_the_model_heads(data: Path) -> None:
+    heads = ModelConfig.from_preset("tiny").heads
+    for organism, tracks in heads.items():
+        sheet = pd.read_csv(data / organism / "targets.txt", sep="\t")
+        assert len(sheet) == tracks
+        prefixes = sheet["description"].str.extract(r"^(DNASE|ATAC|CHIP:H3K\w+|CHIP:\w+|CAGE):")[0]
+        groups = prefixes.replace({"ATAC": "DNASE"}).str.replace(r"CHIP:H3K\w+", "HISTONE",
+                                                                  regex=True)
+        assert groups.value_counts().to_dict() == {
+            "DNASE": tracks // 4, "HISTONE": tracks // 4, "CHIP:CTCF": tracks // 8,
+            "CHIP:FOSL2": tracks // 8, "CAGE": tracks // 4}
+        stats = json.loads((data / organism / "statistics.json").read_text())
+        assert stats["num_targets"] == tracks
+
+
+def scanned_sites(fasta: pyfaidx.Fasta, chrom: str) -> dict[str, list[int]]:
+    """Motif positions found by plain string search of the genome (forward strand)."""
+    text = str(fasta[chrom]).upper()
+    sites = {}
+    for kind, motif in MOTIFS.items():
+        found, start = [], text.find(motif)
+        while start != -1:
+            found.append(start)
+            start = text.find(motif, start + 1)
+        sites[kind] = found
+    return sites
+
+
+def test_ground_truth_follows_from_the_genome_alone(data: Path) -> None:
+    truth = json.loads((data / "ground_truth.json").read_text())
+    rule = truth["rule"]
+    for organism, info in truth["organisms"].items():
+        fasta = pyfaidx.Fasta(str(data / info["genome"]))
+        for chrom in ("chr1", "chr2", "chr3"):
+            sites = scanned_sites(fasta, chrom)
+            promoters = [p for p in info["promoters"] if p["chrom"] == chrom]
+            assert [p["position"] for p in promoters] == sites["promoter"]
+            for promoter in promoters:
+                p = promoter["position"]
+                distances = [abs(e - p) for e in sites["enhancer"]]
+                assert all(d >= rule["min_distance_bp"] for d in distances)
+                driven = any(abs(e - p) <= rule["max_distance_bp"]
+                             and not any(min(e, p) < i < max(e, p) for i in sites["insulator"])
+                             for e in sites["enhancer"])
+                assert promoter["driven"] == driven
+
+
+def read_split(data: Path, organism: str, split: str) -> np.ndarray:
+    files = sorted((data / organism / "tfrecords").glob(f"{split}-*.tfr"),
+                   key=lambda p: int(p.stem.split("-")[1]))
+    targets = []
+    for serialized in tf.data.TFRecordDataset([str(f) for f in files], compression_type="ZLIB"):
+        feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+        targets.append(np.frombuffer(feature["target"].bytes_list.value[0], np.float16))
+    return np.stack(targets).astype(np.float32)
+
+
+def test_cage_is_high_only_at_driven_promoters(data: Path) -> None:
+    truth = json.loads((data / "ground_truth.json").read_text())
+    levels = {True: [], False: []}
+    for organism in ("human", "mouse"):
+        stats = json.loads((data / organism / "statistics.json").read_text())
+        sheet = pd.read_csv(data / organism / "targets.txt", sep="\t")
+        cage = sheet.index[sheet["description"].str.startswith("CAGE:")].to_numpy()
+        bed = pd.read_csv(data / organism / "sequences.bed", sep="\t", header=None,
+                          names=["chrom", "start", "end", "split"])
+        width = stats["pool_width"]
+        for split in ("train", "valid", "test"):
+            rows = bed[bed["split"] == split].reset_index(drop=True)
+            targets = read_split(data, organism, split).reshape(len(rows), stats["target_length"], -1)
+            for promoter in truth["organisms"][organism]["promoters"]:
+                if promoter["split"] != split:
+                    continue
+                centre = promoter["position"] + len(MOTIFS["promoter"]) // 2
+                for i, row in rows.iterrows():
+                    offset = centre - row["start"] - stats["crop_bp"]
+                    if 0 <= offset < stats["target_length"] * width:
+                        levels[promoter["driven"]].append(targets[i, offset // width, cage].mean())
+    assert len(levels[True]) >= 3 and len(levels[False]) >= 3
+    # rates 13 vs 1 per bin (peak centre), Poisson noise: a clear gap
+    assert np.mean(levels[True]) > 4 * np.mean(levels[False])
+    assert np.mean(levels[False]) > 0.3  # the basal CAGE peak is there too
+
+
+def test_cli_synth_writes_the_real_layout(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    result = CliRunner().invoke(app, ["data", "synth", str(out), "--train", "2", "--valid", "1",
+                                      "--test", "1", "--seed", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["organisms"]["mouse"]["num_targets"] == 8
+    for organism in ("human", "mouse"):
+        assert (out / f"{organism}.fa.fai").is_file()
+        assert sorted(p.name for p in (out / organism / "tfrecords").iterdir()) == [
+            "test-0.tfr", "train-0.tfr", "valid-0.tfr"]
+    result = CliRunner().invoke(app, ["data", "inspect", str(out / "human")])
+    assert result.exit_code == 0, result.output
+    assert "files agree with statistics.json" in result.output
+    inspected = json.loads(CliRunner().invoke(app, ["data", "inspect", str(out / "mouse"),
+                                                    "--json"]).output)
+    assert [s["records"] for s in inspected["splits"]] == [2, 1, 1]
+    assert inspected["tracks_per_type"] == {"dnase_atac": 2, "chip_histone": 2, "chip_tf": 2,
+                                            "cage": 2}
+
+
+@pytest.mark.slow
+def test_full_shapes_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    write_synthetic(out, "full", seed=0, splits={"train": 2, "valid": 1, "test": 1})
+    config = ModelConfig.from_preset("enformer")
+    loaded = load_dataset([out / "human", out / "mouse"], "valid", config,
+                          genomes={"human": out / "human.fa", "mouse": out / "mouse.fa"})
+    shapes = {b.head: (tuple(b.sequence.shape), tuple(b.target.shape)) for b in loaded}
+    assert shapes == {"human": ((1, 196_608, 4), (1, 896, 5313)),
+                      "mouse": ((1, 196_608, 4), (1, 896, 1643))}
+    small = load_dataset(out / "human", "train", ModelConfig.from_preset("small"), batch_size=2)
+    sequence, target = next(iter(small["human"]))
+    assert sequence.shape == (2, 131_072, 4) and target.shape == (2, 896, 5313)
+    result = CliRunner().invoke(app, ["data", "inspect", str(out / "human"), "--json"])
+    assert json.loads(result.output)["tracks_per_type"] == {
+        "dnase_atac": 684, "chip_histone": 1860, "chip_tf": 2131, "cage": 638}

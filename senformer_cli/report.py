@@ -34,6 +34,10 @@ def _fmt_int(value: int) -> str:
     return f"{value:,}"
 
 
+def pattern_of(summary: dict[str, Any]) -> dict[str, Any] | None:
+    return summary.get("attention_pattern")
+
+
 def model_summary(summary: dict[str, Any]) -> None:
     """Tables for `senformer model summary`."""
     config = summary["config"]
@@ -44,11 +48,15 @@ def model_summary(summary: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")
     table.add_column("part")
     table.add_column("parameters", justify="right")
+    table.add_column("non-trainable", justify="right")
     table.add_column("variables", justify="right")
     for part in summary["parts"]:
         style = "bold" if part["part"] == "total" else None
-        table.add_row(part["part"], _fmt_int(part["parameters"]), _fmt_int(part["variables"]),
+        table.add_row(part["part"], _fmt_int(part["parameters"]),
+                      _fmt_int(part.get("non_trainable", 0)), _fmt_int(part["variables"]),
                       style=style)
+    table.caption = ("parameters: trainable; non-trainable: batch-norm moving averages"
+                     + (" and the random-block tables" if pattern_of(summary) else ""))
     console.print(table)
     pattern = summary.get("attention_pattern")
     if pattern:

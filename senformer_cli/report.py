@@ -92,8 +92,8 @@ def data_synth(summary: dict[str, Any]) -> None:
                       f"{splits['train']} / {splits['valid']} / {splits['test']}",
                       _fmt_int(info["promoters"]), f"{info['driven']:,}")
     console.print(table)
-    console.print(f"ground truth of the planted rules: {summary['ground_truth']}; use "
-                  "--genome with each organism's FASTA so records are extended from it",
+    console.print(f"ground truth of the planted rules: {summary['ground_truth']}; give each "
+                  "organism's FASTA (<organism>.fa) as its genome so records are extended from it",
                   highlight=False)
 
 

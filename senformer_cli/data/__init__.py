@@ -45,7 +45,7 @@ import tensorflow as tf
 from senformer_cli.config import ModelConfig
 from senformer_cli.data.basenji import (ERROR_MARK, ZLIB, Statistics, parse_record,
                                         read_bed, read_statistics, read_targets_for, scan_records,
-                                        split_files)
+                                        split_files, tf_reason)
 from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot
 from senformer_cli.errors import SenformerError
 
@@ -90,7 +90,7 @@ class OrganismData:
         found = scan_records(self.files, self.statistics)[1]
         if found:
             return found
-        return f"{self.data_dir}: reading the '{self.split}' records failed ({message.splitlines()[0]})"
+        return f"{self.data_dir}: reading the '{self.split}' records failed ({tf_reason(error)})"
 
     def __iter__(self) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
         """Batches in pipeline order; a one-pass read also checks the count in statistics.json."""

@@ -163,6 +163,12 @@ def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
     return sequence, target
 
 
+def tf_reason(error: tf.errors.OpError) -> str:
+    """The first line of a TensorFlow error without its op and function-node decorations."""
+    reason = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message.splitlines()[0])
+    return reason.split(" [Op:")[0].strip()
+
+
 def scan_records(files: list[Path], stats: Statistics) -> tuple[int, str | None]:
     """Read every record of `files` in plain Python, checking each one's features and sizes.
 
@@ -186,8 +192,7 @@ def scan_records(files: list[Path], stats: Statistics) -> tuple[int, str | None]
                 index += 1
                 good += 1
         except tf.errors.OpError as error:
-            reason = error.message.splitlines()[0]
-            return good, f"{path}: record {index}: truncated or corrupt ({reason})"
+            return good, f"{path}: record {index}: truncated or corrupt ({tf_reason(error)})"
         except Exception as error:  # protobuf DecodeError
             return good, f"{path}: record {index}: not a tf.train.Example ({error})"
     return good, None

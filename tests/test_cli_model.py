@@ -1,0 +1,175 @@
+"""`senformer model summary` and the library behind it: parameter counts per part against the
+published variable list and independently built models; the sparse pattern against the sparse
+module's own dense pattern mask."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from senformer_cli.cli import app
+from senformer_cli.config import ModelConfig
+from senformer_cli.model.summary import attention_pattern, summarize
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+# ----------------------------------------------------------------------------- the command
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "model" in result.stdout and "data" in result.stdout
+    result = invoke("model", "--help")
+    assert result.exit_code == 0 and "summary" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_summary() -> dict:
+    result = invoke("model", "summary", "--preset", "tiny", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_summary_total_equals_an_independently_built_model(tiny_summary):
+    from senformer_cli.model import build_model
+
+    model = build_model(ModelConfig.from_preset("tiny"), create_variables=True)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    non_trainable = sum(int(np.prod(v.shape)) for v in model.variables if not v.trainable)
+    parts = {part["part"]: part for part in tiny_summary["parts"]}
+    assert parts["total"]["parameters"] == trainable
+    assert parts["total"]["non_trainable"] == non_trainable
+    assert parts["total"]["variables"] == len(model.variables)
+    assert list(parts) == ["stem", "conv tower", "transformer", "final pointwise", "head human",
+                           "head mouse", "total"]
+    # The heads are Linear(3072 -> tracks) with bias at C = 96: 2C inputs.
+    assert parts["head human"]["parameters"] == (2 * 96 + 1) * 16
+    assert parts["head mouse"]["parameters"] == (2 * 96 + 1) * 8
+    assert tiny_summary["config"] == ModelConfig.from_preset("tiny").to_dict()
+
+
+def test_json_summary_of_a_sparse_model_has_the_pattern(tiny_summary):
+    pattern = tiny_summary["attention_pattern"]
+    # tiny: 32,768 bp / 128 = 256 tokens in 16 blocks of 16; window 3, 2 random, 1 global each end.
+    assert (pattern["num_tokens"], pattern["num_blocks"], pattern["block_size"]) == (256, 16, 16)
+    assert (pattern["window_blocks"], pattern["num_random_blocks"], pattern["num_global_blocks"]) == \
+        (3, 2, 1)
+    assert pattern["keys_per_middle_query"] == (3 + 2 + 2) * 16
+    assert 0 < pattern["fraction_of_full"] < 1
+    assert pattern["mean_keys_per_query"] == pytest.approx(pattern["fraction_of_full"] * 256)
+
+
+def test_table_summary_prints_parts_and_pattern():
+    result = invoke("model", "summary", "--preset", "tiny", "--set", "num_transformer_layers=1")
+    assert result.exit_code == 0, result.output
+    for text in ("stem", "conv tower", "transformer", "head human", "total", "keys per middle query"):
+        assert text in result.stdout
+
+
+def test_full_attention_summary_has_no_pattern_and_config_file_is_read(tmp_path: Path):
+    path = tmp_path / "config.json"
+    ModelConfig.from_preset("tiny", attention="full", num_transformer_layers=1).save(path)
+    result = invoke("model", "summary", "--config", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert "attention_pattern" not in summary
+    assert summary["config"]["num_transformer_layers"] == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--preset", "huge"], "huge"),
+    (["--preset", "tiny", "--set", "channels"], "channels"),
+    (["--preset", "tiny", "--set", "channels=wide"], "channels"),
+    (["--preset", "tiny", "--set", "colour=red"], "colour"),
+    (["--preset", "tiny", "--set", "channels=98"], "channels"),  # not divisible by 4 heads
+    (["--config", "/nonexistent/config.json"], "config.json"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, needle):
+    result = invoke("model", "summary", *args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert lines[0].startswith("error:")
+    assert result.stdout == ""
+
+
+# ----------------------------------------------------------------------------- the published model
+def test_enformer_summary_parts_match_published_variables(reference_dir: Path):
+    """Per part, from the published variable list by name prefix (not from our modules)."""
+    prefixes = {"stem": "enformer/trunk/stem/", "conv tower": "enformer/trunk/conv_tower/",
+                "transformer": "enformer/trunk/transformer/",
+                "final pointwise": "enformer/trunk/final_pointwise/",
+                "head human": "enformer/heads/head_human/", "head mouse": "enformer/heads/head_mouse/",
+                "total": "enformer/"}
+    expected = {part: {"parameters": 0, "non_trainable": 0, "variables": 0} for part in prefixes}
+    with open(reference_dir / "enformer_variables.tsv", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            size = int(np.prod([int(d) for d in row["shape"].split("x") if d]))
+            for part, prefix in prefixes.items():
+                if row["name"].startswith(prefix):
+                    expected[part]["variables"] += 1
+                    expected[part]["parameters" if row["trainable"] == "True" else "non_trainable"] += size
+    summary = summarize(ModelConfig.from_preset("enformer"))
+    actual = {part.pop("part"): part for part in summary["parts"]}
+    assert actual == expected
+    assert actual["total"]["parameters"] == 251_221_292 and actual["total"]["variables"] == 329
+    # DESIGN.md §3: trunk + human head.
+    assert actual["total"]["parameters"] - actual["head mouse"]["parameters"] == 246_172_353
+    assert "attention_pattern" not in summary
+
+
+# ----------------------------------------------------------------------------- the sparse pattern
+PATTERNS = [  # num_blocks, block_size, window, globals, random
+    (24, 4, 3, 1, 3),  # s-enformer's pattern at a smaller block size
+    (16, 2, 3, 1, 2),  # tiny's
+    (6, 2, 3, 1, 3),  # too few blocks for 3 random blocks next to the ends
+    (3, 2, 3, 1, 3),  # one middle block: the pattern covers everything
+    (12, 2, 5, 2, 1),
+    (10, 3, 1, 1, 4),
+    (9, 2, 7, 1, 0),
+]
+
+
+@pytest.mark.parametrize("num_blocks, block_size, window, num_global, num_random", PATTERNS)
+def test_pattern_counts_agree_with_the_sparse_modules_mask(num_blocks, block_size, window,
+                                                           num_global, num_random):
+    from senformer_cli.model.sparse_attention import SparseMultiheadAttention
+
+    num_tokens = num_blocks * block_size
+    config = ModelConfig.from_preset(
+        "tiny", block_size=block_size, sequence_length=num_tokens * 128, target_length=num_tokens,
+        window_blocks=window, num_global_blocks=num_global, num_random_blocks=num_random)
+    layer = SparseMultiheadAttention(
+        value_size=8, key_size=4, num_heads=3, num_relative_position_features=6,
+        block_size=block_size, num_random_blocks=num_random, window_blocks=window,
+        num_global_blocks=num_global, num_tokens=num_tokens, seed=(5, 0))
+    mask = layer.pattern_mask()  # [H, T, T]
+    pattern = attention_pattern(config)
+    for head in range(mask.shape[0]):
+        assert mask[head].sum() == pattern["attended_pairs"], f"head {head}"
+    assert pattern["fraction_of_full"] == pytest.approx(mask[0].mean())
+    assert pattern["mean_keys_per_query"] == pytest.approx(mask[0].sum(axis=1).mean())
+    # A query in the middle of a long sequence sees the nominal number of keys.
+    if num_blocks >= 2 * num_global + window + 2 * num_random + 2:
+        middle_query = (num_blocks // 2) * block_size
+        assert mask[0, middle_query].sum() == pattern["keys_per_middle_query"]
+    # Global rows see all keys.
+    assert mask[:, :num_global * block_size].all() and mask[:, -num_global * block_size:].all()
+
+
+def test_s_enformer_pattern_figures():
+    pattern = attention_pattern(ModelConfig.from_preset("s-enformer"))
+    # DESIGN.md §4: a middle query attends to (3 + 2 + 3) x 64 = 512 keys instead of 1,536.
+    assert pattern["keys_per_middle_query"] == 512
+    assert (pattern["num_tokens"], pattern["num_blocks"]) == (1536, 24)
+    # 2 global rows of 24 blocks; 22 middle rows of 8 blocks, except the two next to the global
+    # blocks, whose window holds only 2 middle blocks (the third is the global block, counted once).
+    assert pattern["attended_pairs"] == 64 * 64 * (2 * 24 + 20 * 8 + 2 * 7)

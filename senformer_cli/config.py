@@ -145,6 +145,9 @@ class ModelConfig:
                 bad("window_blocks", "must be odd (a centred window of blocks)")
             if self.num_global_blocks < 1:
                 bad("num_global_blocks", "must be at least 1 for sparse attention")
+            if self.num_blocks < 2 * self.num_global_blocks + 1:
+                bad("num_global_blocks", f"leaves no middle block among the {self.num_blocks} "
+                    f"blocks of {self.block_size} tokens")
 
     # ---------------------------------------------------------------- presets and I/O
     @classmethod

@@ -167,11 +167,7 @@ def test_training_mode_applies_dropout():
 
 
 # ----------------------------------------------------------------------------- relative shift
-SKEW_ONE_QUERY = pytest.mark.xfail(
-    strict=True, reason="skew() drops the last column when there is a single query row (Q = 1)")
-
-
-@pytest.mark.parametrize("num_tokens", [pytest.param(1, marks=SKEW_ONE_QUERY), 2, 5, 16])
+@pytest.mark.parametrize("num_tokens", [1, 2, 5, 16])
 def test_relative_shift_picks_the_offset_of_each_key(num_tokens):
     x = np.random.default_rng(num_tokens).standard_normal((2, 3, num_tokens, 2 * num_tokens - 1))
     expected = np.empty((2, 3, num_tokens, num_tokens))
@@ -181,8 +177,7 @@ def test_relative_shift_picks_the_offset_of_each_key(num_tokens):
     np.testing.assert_array_equal(relative_shift(tf.constant(x)).numpy(), expected)
 
 
-@pytest.mark.parametrize("num_queries, width", [(4, 7), (4, 11), (3, 3),
-                                                (pytest.param(1, 5, marks=SKEW_ONE_QUERY))])
+@pytest.mark.parametrize("num_queries, width", [(4, 7), (4, 11), (3, 3), (1, 5)])
 def test_skew_matches_its_definition(num_queries, width):
     x = np.random.default_rng(width).standard_normal((2, num_queries, width))
     expected = np.empty((2, num_queries, width - num_queries + 1))

@@ -30,6 +30,8 @@ def skew(x: tf.Tensor) -> tf.Tensor:
     holds key c0 + c. Pure data movement (flatten, drop Q - 1 leading entries, re-fold).
     """
     num_queries, width = x.shape[-2], x.shape[-1]
+    if num_queries == 1:
+        return x
     lead = tf.shape(x)[:-2]
     flat = tf.reshape(x, tf.concat([lead, [num_queries * width]], 0))
     flat = flat[..., num_queries - 1:num_queries - 1 + num_queries * (width - 1)]

@@ -18,6 +18,8 @@ Nothing of size T x T is built: memory and time are linear in T.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
@@ -50,7 +52,8 @@ class SparseMultiheadAttention(MultiheadAttention):
     def __init__(self, value_size: int, key_size: int, num_heads: int,
                  num_relative_position_features: int, *, block_size: int, num_random_blocks: int,
                  window_blocks: int, num_global_blocks: int, num_tokens: int,
-                 seed: tuple[int, ...] | int, attention_dropout_rate: float = 0.05,
+                 seed: tuple[int, ...] | int, rows_per_chunk: int | None = None,
+                 attention_dropout_rate: float = 0.05,
                  positional_dropout_rate: float = 0.01, zero_initialize: bool = True,
                  initializer: snt.initializers.Initializer | None = None, name: str | None = None):
         super().__init__(value_size, key_size, num_heads, num_relative_position_features,
@@ -69,6 +72,8 @@ class SparseMultiheadAttention(MultiheadAttention):
         self._window_blocks = window_blocks
         self._num_global_blocks = num_global_blocks
         self._num_tokens = num_tokens
+        # Middle query blocks per recomputed chunk: about 1,024 query tokens.
+        self._rows_per_chunk = rows_per_chunk or max(1, 1024 // block_size)
         self._random_blocks = tf.Variable(
             draw_random_blocks(num_blocks, num_heads, window_blocks, num_global_blocks,
                                num_random_blocks, seed),
@@ -79,12 +84,13 @@ class SparseMultiheadAttention(MultiheadAttention):
     def num_blocks(self) -> int:
         return self._num_tokens // self._block_size
 
-    def key_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+    def key_blocks(self) -> tuple[tf.Tensor, tf.Tensor]:
         """Key blocks of every middle query block and head, window slots first.
 
-        Returns (blocks int [H, n - 2g, w + 2g + r], valid bool [H, n - 2g, w + 2g + r]); an invalid
-        slot (outside the sequence, a window slot on a global block, or no random block left)
-        gets no attention.
+        Returns (blocks int32 [H, n - 2g, w + 2g + r], valid bool [H, n - 2g, w + 2g + r]); an
+        invalid slot (outside the sequence, a window slot on a global block, or no random block
+        left) gets no attention. The random part is read from the `random_blocks` variable, so a
+        restored checkpoint brings its own pattern.
         """
         n, g, half = self.num_blocks, self._num_global_blocks, self._window_blocks // 2
         heads = self._num_heads
@@ -92,15 +98,15 @@ class SparseMultiheadAttention(MultiheadAttention):
         window = rows[:, None] + np.arange(-half, half + 1)[None, :]
         window_valid = (window >= g) & (window < n - g)
         globals_ = np.concatenate([np.arange(g), np.arange(n - g, n)])
-        random = self._random_blocks.numpy()
-        blocks = np.concatenate([
+        static_blocks = np.concatenate([
             np.broadcast_to(window, (heads,) + window.shape),
-            np.broadcast_to(globals_, (heads, len(rows), len(globals_))),
-            random], axis=-1)
-        valid = np.concatenate([
+            np.broadcast_to(globals_, (heads, len(rows), len(globals_)))], axis=-1).astype(np.int32)
+        static_valid = np.concatenate([
             np.broadcast_to(window_valid, (heads,) + window.shape),
-            np.ones((heads, len(rows), len(globals_)), bool),
-            random >= 0], axis=-1)
+            np.ones((heads, len(rows), len(globals_)), bool)], axis=-1)
+        random = tf.convert_to_tensor(self._random_blocks)
+        blocks = tf.concat([tf.constant(static_blocks), random], axis=-1)
+        valid = tf.concat([tf.constant(static_valid), random >= 0], axis=-1)
         return blocks, valid
 
     def pattern_mask(self) -> np.ndarray:
@@ -109,7 +115,7 @@ class SparseMultiheadAttention(MultiheadAttention):
         block_mask = np.zeros((self._num_heads, n, n), bool)
         block_mask[:, :g, :] = True
         block_mask[:, n - g:, :] = True
-        blocks, valid = self.key_blocks()
+        blocks, valid = (t.numpy() for t in self.key_blocks())
         heads, rows, slots = np.nonzero(valid)
         block_mask[heads, rows + g, blocks[heads, rows, slots]] = True
         return np.repeat(np.repeat(block_mask, b, axis=1), b, axis=2)
@@ -147,60 +153,105 @@ class SparseMultiheadAttention(MultiheadAttention):
             weights = self._dropout_weights(tf.nn.softmax(logits), is_training)
             global_rows.append(tf.matmul(weights, v))  # [B, H, gb, V]
 
-        # ---- middle query blocks.
-        def blocked(x: tf.Tensor) -> tf.Tensor:  # [B, H, T, D] -> [B, H, n, b, D]
-            return tf.reshape(x, [batch, heads, n, b, x.shape[-1]])
-
-        def middle(x: tf.Tensor) -> tf.Tensor:  # queries of the middle blocks [B, H, n-2g, b, D]
-            return blocked(x)[:, :, g:n - g]
-
-        def window_keys(x: tf.Tensor) -> tf.Tensor:  # [B, H, n, b, D] -> [B, H, n-2g, w*b, D]
-            padded = tf.pad(x, [[0, 0], [0, 0], [half, half], [0, 0], [0, 0]])
-            slots = [padded[:, :, g + half + delta: n - g + half + delta] for delta in range(-half, half + 1)]
-            stacked = tf.stack(slots, axis=3)  # [B, H, n-2g, w, b, D]
-            return tf.reshape(stacked, [batch, heads, n - 2 * g, width, x.shape[-1]])
-
-        blocks, valid = self.key_blocks()
-        extra_blocks = blocks[:, :, self._window_blocks:]  # [H, n-2g, 2g + r] global + random
-        num_extra = extra_blocks.shape[-1]
-        extra_index = tf.tile(tf.constant(np.maximum(extra_blocks, 0))[tf.newaxis], [batch, 1, 1, 1])
-
-        def extra_keys(x: tf.Tensor) -> tf.Tensor:  # [B, H, n, b, D] -> [B, H, n-2g, (2g+r)*b, D]
-            gathered = tf.gather(x, extra_index, axis=2, batch_dims=2)  # [B, H, n-2g, 2g+r, b, D]
-            return tf.reshape(gathered, [batch, heads, n - 2 * g, num_extra * b, x.shape[-1]])
-
-        q_content_mid, q_relative_mid = middle(q_content), middle(q_relative)
-        k_blocks, v_blocks = blocked(k), blocked(v)
-
-        # Window: content logits against the stacked neighbours; relative logits against one
-        # positional window shared by every row (distances -(half+1)b+1 .. (half+1)b-1).
-        window_logits = tf.einsum("bhnqk,bhnck->bhnqc", q_content_mid, window_keys(k_blocks))
+        # ---- middle query blocks, in chunks of rows whose intermediates are recomputed in the
+        # backward pass: only q, k, v and the positional tables are kept, so memory stays linear
+        # in T with a small constant.
+        blocks, valid = self.key_blocks()  # [H, n-2g, S]
+        k_blocks = tf.reshape(k, [batch, heads, n, b, key_size])
+        v_blocks = tf.reshape(v, [batch, heads, n, b, value_size])
+        q_content_mid = tf.reshape(q_content, [batch, heads, n, b, key_size])[:, :, g:n - g]
+        q_relative_mid = tf.reshape(q_relative, [batch, heads, n, b, key_size])[:, :, g:n - g]
+        # The window's positional logits use one slice of the table for every row (distances
+        # -(half+1)b+1 .. (half+1)b-1); other slots use the frame at their block offset.
         first = (n - 1 - half) * b
         window_table = r_k[:, first:first + width + b - 1]  # [H, (w+1)b - 1, K]
-        window_logits += skew(tf.einsum("bhnqk,hrk->bhnqr", q_relative_mid, window_table))
-
-        # Global and random key blocks: frames of the positional table at each pair's block offset.
         frames = tf.signal.frame(r_k, 2 * b - 1, b, axis=1)  # [H, 2n-1, 2b-1, K]; frame f: offset f-(n-1)
-        frame_index = extra_blocks - np.arange(g, n - g)[None, :, None] + (n - 1)
-        extra_frames = tf.gather(frames, tf.constant(frame_index), axis=1, batch_dims=1)  # [H, n-2g, s, 2b-1, K]
-        extra_relative = skew(tf.einsum("bhnqk,hnsrk->bhnsqr", q_relative_mid, extra_frames))
-        extra_relative = tf.reshape(tf.transpose(extra_relative, [0, 1, 2, 4, 3, 5]),
-                                    [batch, heads, n - 2 * g, b, num_extra * b])
-        extra_k = tf.reshape(extra_keys(k_blocks), [batch, heads, n - 2 * g, num_extra * b, key_size])
-        extra_logits = tf.einsum("bhnqk,bhnck->bhnqc", q_content_mid, extra_k) + extra_relative
-
-        logits = tf.concat([window_logits, extra_logits], axis=-1)  # [B, H, n-2g, b, (w+2g+r)b]
-        slot_valid = np.repeat(valid, b, axis=-1)[None, :, :, None, :]  # [1, H, n-2g, 1, S*b]
-        allowed = tf.constant(slot_valid)
+        key_blocks_allowed = None
         if key_mask is not None:
-            key_float = tf.tile(tf.cast(key_mask, q.dtype)[:, tf.newaxis, :, tf.newaxis], [1, heads, 1, 1])
-            mask_blocks = blocked(key_float)  # [B, H, n, b, 1]
-            key_allowed = tf.concat([window_keys(mask_blocks), extra_keys(mask_blocks)], axis=3)
-            allowed = tf.logical_and(allowed, tf.transpose(key_allowed, [0, 1, 2, 4, 3]) > 0.5)
-        if not np.all(slot_valid) or key_mask is not None:
-            logits = tf.where(allowed, logits, large_negative(logits.dtype))
-        weights = self._dropout_weights(tf.nn.softmax(logits), is_training)
-        middle_out = (tf.einsum("bhnqc,bhncv->bhnqv", weights[..., :width], window_keys(v_blocks))
-                      + tf.einsum("bhnqc,bhncv->bhnqv", weights[..., width:], extra_keys(v_blocks)))
-        middle_out = tf.reshape(middle_out, [batch, heads, (n - 2 * g) * b, value_size])
+            key_blocks_allowed = tf.tile(tf.reshape(key_mask, [batch, 1, n, b]), [1, heads, 1, 1])
+        seed = None
+        if is_training and self._attention_dropout_rate > 0:
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+        # Chunks of equal size (the last rows padded, fully masked); a tf.while_loop runs them one
+        # after the other, so the backward pass holds one chunk's intermediates and one gradient
+        # accumulator per input instead of one full-size gradient per chunk.
+        num_middle = n - 2 * g
+        num_slots = blocks.shape[-1]
+        num_chunks = -(-num_middle // self._rows_per_chunk)
+        rows = -(-num_middle // num_chunks)
+        pad = num_chunks * rows - num_middle
+        if pad:
+            padding = [[0, 0], [0, 0], [0, pad], [0, 0], [0, 0]]
+            q_content_mid = tf.pad(q_content_mid, padding)
+            q_relative_mid = tf.pad(q_relative_mid, padding)
+            blocks = tf.pad(blocks, [[0, 0], [0, pad], [0, 0]])
+            valid = tf.pad(valid, [[0, 0], [0, pad], [0, 0]])
+        static = dict(key_blocks_allowed=key_blocks_allowed, window_blocks=self._window_blocks,
+                      num_blocks=n, dropout_rate=self._attention_dropout_rate)
+
+        def chunk_output(chunk, recompute: bool) -> tf.Tensor:
+            lo = chunk * rows
+
+            def take(x: tf.Tensor) -> tf.Tensor:  # rows lo .. lo + rows of axis 2, static shape
+                part = x[:, :, lo:lo + rows]
+                return tf.reshape(part, [batch, heads, rows] + x.shape[3:].as_list())
+
+            core = functools.partial(
+                _middle_rows, blocks=tf.reshape(blocks[:, lo:lo + rows], [heads, rows, num_slots]),
+                valid=tf.reshape(valid[:, lo:lo + rows], [heads, rows, num_slots]),
+                row_blocks=tf.range(g + lo, g + lo + rows), **static,
+                seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, chunk))
+            if recompute:
+                core = tf.recompute_grad(core)
+            return core(take(q_content_mid), take(q_relative_mid), k_blocks, v_blocks, window_table, frames)
+
+        if num_chunks == 1:
+            middle_out = chunk_output(0, recompute=False)
+        else:
+            outputs = tf.TensorArray(q.dtype, size=num_chunks, infer_shape=True)
+            _, outputs = tf.while_loop(
+                lambda chunk, _: chunk < num_chunks,
+                lambda chunk, ta: (chunk + 1, ta.write(chunk, chunk_output(chunk, recompute=True))),
+                (tf.constant(0), outputs))
+            middle_out = tf.concat(tf.unstack(outputs.stack()), axis=2)  # [B, H, chunks*rows, b, V]
+        middle_out = tf.reshape(middle_out[:, :, :num_middle], [batch, heads, num_middle * b, value_size])
         return tf.concat([global_rows[0], middle_out, global_rows[1]], axis=2)
+
+
+def _middle_rows(q_content: tf.Tensor, q_relative: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor,
+                 window_table: tf.Tensor, frames: tf.Tensor, *, blocks: tf.Tensor, valid: tf.Tensor,
+                 row_blocks: tf.Tensor, key_blocks_allowed: tf.Tensor | None, window_blocks: int,
+                 num_blocks: int, dropout_rate: float, seed: tf.Tensor | None) -> tf.Tensor:
+    """Attention of R middle query blocks over their S key blocks.
+
+    q_content = q + r_w_bias and q_relative = q + r_r_bias [B, H, R, b, K] for the query blocks
+    `row_blocks` [R]; k_blocks [B, H, n, b, K], v_blocks [B, H, n, b, V]; window_table
+    [H, (w+1)b - 1, K]; frames [H, 2n-1, 2b-1, K]; blocks, valid [H, R, S] (window slots first);
+    key_blocks_allowed [B, H, n, b] bool or None. Returns [B, H, R, b, V].
+    """
+    batch, heads, rows, b = tf.shape(q_content)[0], q_content.shape[1], q_content.shape[2], q_content.shape[3]
+    slots = blocks.shape[-1]
+    blocks = tf.clip_by_value(blocks, 0, num_blocks - 1)  # invalid slots point anywhere, masked below
+    index = tf.tile(blocks[tf.newaxis], [batch, 1, 1, 1])  # [B, H, R, S]
+
+    def gather_slots(x: tf.Tensor) -> tf.Tensor:  # [B, H, n, b, ...] -> [B, H, R, S * b, ...]
+        gathered = tf.gather(x, index, axis=2, batch_dims=2)
+        return tf.reshape(gathered, tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0))
+
+    logits = tf.einsum("bhrqk,bhrck->bhrqc", q_content, gather_slots(k_blocks))  # [B, H, R, b, S*b]
+    window_relative = skew(tf.einsum("bhrqk,hmk->bhrqm", q_relative, window_table))  # [.., b, w*b]
+    frame_index = blocks[:, :, window_blocks:] - row_blocks[tf.newaxis, :, tf.newaxis] + (num_blocks - 1)
+    frame_index = tf.clip_by_value(frame_index, 0, 2 * num_blocks - 2)  # padded rows point anywhere
+    extra_frames = tf.gather(frames, frame_index, axis=1, batch_dims=1)  # [H, R, s, 2b-1, K]
+    extra_relative = skew(tf.einsum("bhrqk,hrsmk->bhrsqm", q_relative, extra_frames))  # [B, H, R, s, b, b]
+    extra_relative = tf.reshape(tf.transpose(extra_relative, [0, 1, 2, 4, 3, 5]),
+                                [batch, heads, rows, b, (slots - window_blocks) * b])
+    logits += tf.concat([window_relative, extra_relative], axis=-1)
+    allowed = tf.repeat(valid, b, axis=-1)[tf.newaxis, :, :, tf.newaxis, :]  # [1, H, R, 1, S*b]
+    if key_blocks_allowed is not None:
+        allowed = tf.logical_and(allowed, gather_slots(key_blocks_allowed)[:, :, :, tf.newaxis, :])
+    logits = tf.where(allowed, logits, large_negative(logits.dtype))
+    weights = tf.nn.softmax(logits)
+    if seed is not None:
+        weights = tf.nn.experimental.stateless_dropout(weights, rate=dropout_rate, seed=seed)
+    return tf.einsum("bhrqc,bhrcv->bhrqv", weights, gather_slots(v_blocks))

@@ -72,8 +72,13 @@ class SparseMultiheadAttention(MultiheadAttention):
         self._window_blocks = window_blocks
         self._num_global_blocks = num_global_blocks
         self._num_tokens = num_tokens
-        # Middle query blocks per recomputed chunk: about 1,024 query tokens.
-        self._rows_per_chunk = rows_per_chunk or max(1, 1024 // block_size)
+        # Middle query blocks per recomputed chunk. Up to 2,048 tokens everything fits easily and
+        # one chunk is fastest; longer sequences go 256 query tokens at a time, so the memory of
+        # the attention itself stays a small constant on top of q, k and v (a trade-off measured
+        # in benchmarks/attention.py).
+        if rows_per_chunk is None:
+            rows_per_chunk = num_blocks if num_tokens <= 2048 else max(1, 256 // block_size)
+        self._rows_per_chunk = rows_per_chunk
         self._random_blocks = tf.Variable(
             draw_random_blocks(num_blocks, num_heads, window_blocks, num_global_blocks,
                                num_random_blocks, seed),
@@ -165,7 +170,6 @@ class SparseMultiheadAttention(MultiheadAttention):
         # -(half+1)b+1 .. (half+1)b-1); other slots use the frame at their block offset.
         first = (n - 1 - half) * b
         window_table = r_k[:, first:first + width + b - 1]  # [H, (w+1)b - 1, K]
-        frames = tf.signal.frame(r_k, 2 * b - 1, b, axis=1)  # [H, 2n-1, 2b-1, K]; frame f: offset f-(n-1)
         key_blocks_allowed = None
         if key_mask is not None:
             key_blocks_allowed = tf.tile(tf.reshape(key_mask, [batch, 1, n, b]), [1, heads, 1, 1])
@@ -203,7 +207,7 @@ class SparseMultiheadAttention(MultiheadAttention):
                 seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, chunk))
             if recompute:
                 core = tf.recompute_grad(core)
-            return core(take(q_content_mid), take(q_relative_mid), k_blocks, v_blocks, window_table, frames)
+            return core(take(q_content_mid), take(q_relative_mid), k_blocks, v_blocks, window_table, r_k)
 
         if num_chunks == 1:
             middle_out = chunk_output(0, recompute=False)
@@ -212,21 +216,21 @@ class SparseMultiheadAttention(MultiheadAttention):
             _, outputs = tf.while_loop(
                 lambda chunk, _: chunk < num_chunks,
                 lambda chunk, ta: (chunk + 1, ta.write(chunk, chunk_output(chunk, recompute=True))),
-                (tf.constant(0), outputs))
+                (tf.constant(0), outputs), parallel_iterations=1)
             middle_out = tf.concat(tf.unstack(outputs.stack()), axis=2)  # [B, H, chunks*rows, b, V]
         middle_out = tf.reshape(middle_out[:, :, :num_middle], [batch, heads, num_middle * b, value_size])
         return tf.concat([global_rows[0], middle_out, global_rows[1]], axis=2)
 
 
 def _middle_rows(q_content: tf.Tensor, q_relative: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor,
-                 window_table: tf.Tensor, frames: tf.Tensor, *, blocks: tf.Tensor, valid: tf.Tensor,
+                 window_table: tf.Tensor, r_k: tf.Tensor, *, blocks: tf.Tensor, valid: tf.Tensor,
                  row_blocks: tf.Tensor, key_blocks_allowed: tf.Tensor | None, window_blocks: int,
                  num_blocks: int, dropout_rate: float, seed: tf.Tensor | None) -> tf.Tensor:
     """Attention of R middle query blocks over their S key blocks.
 
     q_content = q + r_w_bias and q_relative = q + r_r_bias [B, H, R, b, K] for the query blocks
     `row_blocks` [R]; k_blocks [B, H, n, b, K], v_blocks [B, H, n, b, V]; window_table
-    [H, (w+1)b - 1, K]; frames [H, 2n-1, 2b-1, K]; blocks, valid [H, R, S] (window slots first);
+    [H, (w+1)b - 1, K]; r_k [H, 2T-1, K]; blocks, valid [H, R, S] (window slots first);
     key_blocks_allowed [B, H, n, b] bool or None. Returns [B, H, R, b, V].
     """
     batch, heads, rows, b = tf.shape(q_content)[0], q_content.shape[1], q_content.shape[2], q_content.shape[3]
@@ -240,9 +244,12 @@ def _middle_rows(q_content: tf.Tensor, q_relative: tf.Tensor, k_blocks: tf.Tenso
 
     logits = tf.einsum("bhrqk,bhrck->bhrqc", q_content, gather_slots(k_blocks))  # [B, H, R, b, S*b]
     window_relative = skew(tf.einsum("bhrqk,hmk->bhrqm", q_relative, window_table))  # [.., b, w*b]
-    frame_index = blocks[:, :, window_blocks:] - row_blocks[tf.newaxis, :, tf.newaxis] + (num_blocks - 1)
-    frame_index = tf.clip_by_value(frame_index, 0, 2 * num_blocks - 2)  # padded rows point anywhere
-    extra_frames = tf.gather(frames, frame_index, axis=1, batch_dims=1)  # [H, R, s, 2b-1, K]
+    # Rows of the positional table for each (query block, key block) pair: the 2b-1 distances
+    # from (delta-1)b+1 to (delta+1)b-1 start at row (n - 1 + delta) b.
+    delta = blocks[:, :, window_blocks:] - row_blocks[tf.newaxis, :, tf.newaxis]  # [H, R, s]
+    first_row = tf.clip_by_value(num_blocks - 1 + delta, 0, 2 * num_blocks - 2) * b  # padded rows: anywhere
+    table_rows = first_row[..., tf.newaxis] + tf.range(2 * b - 1)  # [H, R, s, 2b-1]
+    extra_frames = tf.gather(r_k, table_rows, axis=1, batch_dims=1)  # [H, R, s, 2b-1, K]
     extra_relative = skew(tf.einsum("bhrqk,hrsmk->bhrsqm", q_relative, extra_frames))  # [B, H, R, s, b, b]
     extra_relative = tf.reshape(tf.transpose(extra_relative, [0, 1, 2, 4, 3, 5]),
                                 [batch, heads, rows, b, (slots - window_blocks) * b])

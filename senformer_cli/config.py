@@ -41,6 +41,9 @@ class ModelConfig:
     # Global blocks at each end of the sequence: 1 means the first and the last block.
     num_global_blocks: int = 1
     random_seed: int = 0
+    # Attention ignores tokens whose bases are all N (records padded with N instead of genome
+    # flanks). Off in the published model.
+    mask_padding: bool = False
     # Lengths.
     sequence_length: int = 196_608
     target_length: int = 896
@@ -111,6 +114,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 bad(name, "must be a number in [0, 1)")
+        if not isinstance(self.mask_padding, bool):
+            bad("mask_padding", "must be true or false")
         if self.pooling not in POOLING_TYPES:
             bad("pooling", f"must be one of {', '.join(POOLING_TYPES)}")
         if self.attention not in ATTENTION_TYPES:

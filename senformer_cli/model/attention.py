@@ -102,27 +102,46 @@ class MultiheadAttention(snt.Module):
         v = self._heads(self._v_layer, inputs)  # [B, H, T, V]
         r_k = self.relative_keys(seq_len, is_training, inputs.dtype)  # [H, 2T-1, K]
         output = self._attend(q, k, v, r_k, key_mask=key_mask, mask=mask, is_training=is_training)
-        output = tf.transpose(output, [0, 2, 1, 3])  # [B, T, H, V]
-        shape = tf.shape(output)
+        shape = tf.shape(output)  # [B, T, H, V]
         output = tf.reshape(output, [shape[0], shape[1], self._num_heads * self._value_size])
         return self._embedding_layer(output)
 
-    def _dropout_weights(self, weights: tf.Tensor, is_training: bool) -> tf.Tensor:
+    def _dropout_seed(self, is_training: bool) -> tf.Tensor | None:
+        """A fresh seed for stateless attention dropout (None when there is no dropout)."""
         if is_training and self._attention_dropout_rate > 0:
-            return tf.nn.dropout(weights, rate=self._attention_dropout_rate)
-        return weights
+            return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+        return None
 
     # ----------------------------------------------------------------- dense core
     def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, *,
                 key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
-        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, H, T, V]."""
-        content_logits = tf.matmul(q + self._r_w_bias, k, transpose_b=True)  # [B, H, T, T]
-        relative_logits = tf.matmul(q + self._r_r_bias, r_k[tf.newaxis], transpose_b=True)  # [B, H, T, 2T-1]
-        logits = content_logits + relative_shift(relative_logits)
+        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, T, H, V]."""
         if key_mask is not None:
-            mask = key_mask[:, tf.newaxis, tf.newaxis, :] if mask is None else \
-                tf.logical_and(mask, key_mask[:, tf.newaxis, tf.newaxis, :])
-        if mask is not None:
-            logits = tf.where(mask, logits, large_negative(logits.dtype))
-        weights = self._dropout_weights(tf.nn.softmax(logits), is_training)
-        return tf.matmul(weights, v)
+            key_mask = tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :]
+            mask = key_mask if mask is None else tf.logical_and(mask, key_mask)
+        output = dense_attention(q, k, v, r_k, self._r_w_bias, self._r_r_bias, mask=mask,
+                                 dropout_rate=self._attention_dropout_rate,
+                                 seed=self._dropout_seed(is_training))
+        return tf.transpose(output, [0, 2, 1, 3])
+
+
+def dense_attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor, r_w_bias: tf.Tensor,
+                    r_r_bias: tf.Tensor, *, mask: tf.Tensor | None = None, dropout_rate: float = 0.0,
+                    seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Queries q [B, H, Tq, K] at positions p0 .. p0+Tq-1 attending to every one of T keys.
+
+    k [B, H, T, K], v [B, H, T, V]; `table` [H, T + Tq - 1, K] holds the projected positional
+    features of the distances -(p0 + Tq - 1) .. T - 1 - p0 (for Tq = T: the whole r_k table).
+    Logits (q + r_w_bias) k^T + skew((q + r_r_bias) table^T); `mask` bool, broadcastable to
+    [B, H, Tq, T], False = no attention; stateless attention dropout when `seed` is given.
+    Returns [B, H, Tq, V].
+    """
+    content_logits = tf.matmul(q + r_w_bias, k, transpose_b=True)  # [B, H, Tq, T]
+    relative_logits = tf.matmul(q + r_r_bias, table[tf.newaxis], transpose_b=True)  # [B, H, Tq, T+Tq-1]
+    logits = content_logits + skew(relative_logits)
+    if mask is not None:
+        logits = tf.where(mask, logits, large_negative(logits.dtype))
+    weights = tf.nn.softmax(logits)
+    if seed is not None:
+        weights = tf.nn.experimental.stateless_dropout(weights, rate=dropout_rate, seed=seed)
+    return tf.matmul(weights, v)

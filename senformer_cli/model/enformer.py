@@ -101,8 +101,15 @@ class Enformer(snt.Module):
         transformer = self._trunk.layers[2]
         return [block.layers[0]._module.layers[1] for block in transformer.layers]
 
+    def padding_mask(self, inputs: tf.Tensor) -> tf.Tensor:
+        """[B, L, 4] one-hot -> [B, tokens] bool: False where all of a token's bases are N."""
+        config = self.config
+        has_base = tf.reduce_max(inputs, axis=-1) > 0  # [B, L]
+        return tf.reduce_any(tf.reshape(has_base, [-1, config.num_tokens, config.bin_size]), axis=-1)
+
     def __call__(self, inputs: tf.Tensor, is_training: bool) -> dict[str, tf.Tensor]:
         """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}."""
-        trunk_embedding = self._trunk(inputs, is_training=is_training)
+        kwargs = {"key_mask": self.padding_mask(inputs)} if self.config.mask_padding else {}
+        trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
         return {head: module(trunk_embedding, is_training=is_training)
                 for head, module in self._heads.items()}

@@ -18,9 +18,14 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.sigmoid(1.702 * x) * x
 
 
-def _takes_is_training(layer) -> bool:
-    return isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)) or \
-        getattr(layer, "TRAINING_AWARE", False)
+def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
+    """Call `layer` with what it takes: our modules (TRAINING_AWARE) get is_training and the
+    keyword arguments (e.g. an attention key mask), batch norm and dropout get is_training."""
+    if getattr(layer, "TRAINING_AWARE", False):
+        return layer(inputs, is_training=is_training, **kwargs)
+    if isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)):
+        return layer(inputs, is_training=is_training)
+    return layer(inputs)
 
 
 class Sequential(snt.Module):
@@ -43,13 +48,10 @@ class Sequential(snt.Module):
     def layers(self) -> list:
         return self._layers
 
-    def __call__(self, inputs: tf.Tensor, is_training: bool) -> tf.Tensor:
+    def __call__(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
         outputs = inputs
         for layer in self._layers:
-            if _takes_is_training(layer):
-                outputs = layer(outputs, is_training=is_training)
-            else:
-                outputs = layer(outputs)
+            outputs = _call_layer(layer, outputs, is_training, **kwargs)
         return outputs
 
 
@@ -62,8 +64,8 @@ class Residual(snt.Module):
         super().__init__(name=name)
         self._module = module
 
-    def __call__(self, inputs: tf.Tensor, is_training: bool) -> tf.Tensor:
-        return inputs + self._module(inputs, is_training=is_training)
+    def __call__(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
+        return inputs + self._module(inputs, is_training=is_training, **kwargs)
 
 
 class SoftmaxPooling1D(snt.Module):

@@ -24,7 +24,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from senformer_cli.model.attention import MultiheadAttention, large_negative, skew
+from senformer_cli.model.attention import MultiheadAttention, dense_attention, large_negative, skew
 
 
 def draw_random_blocks(num_blocks: int, num_heads: int, window_blocks: int, num_global_blocks: int,
@@ -128,7 +128,7 @@ class SparseMultiheadAttention(MultiheadAttention):
     # ------------------------------------------------------------------ computation
     def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, *,
                 key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
-        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, H, T, V]."""
+        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, T, H, V]."""
         if mask is not None:
             raise ValueError("sparse attention has its own pattern; a dense mask is not supported")
         num_tokens = q.shape[2]
@@ -136,105 +136,113 @@ class SparseMultiheadAttention(MultiheadAttention):
             raise ValueError(f"this sparse attention was built for {self._num_tokens} tokens, "
                              f"got {num_tokens}")
         n, g, b = self.num_blocks, self._num_global_blocks, self._block_size
-        half, width = self._window_blocks // 2, self._window_blocks * b
         batch = tf.shape(q)[0]
         heads, key_size, value_size = q.shape[1], q.shape[-1], v.shape[-1]
-        q_content = q + self._r_w_bias
-        q_relative = q + self._r_r_bias
-        if key_mask is not None:
-            key_mask = tf.cast(key_mask, tf.bool)  # [B, T]
-
-        # ---- global query rows: dense over all T keys.
-        global_rows = []
-        for start in (0, num_tokens - g * b):
-            rows = slice(start, start + g * b)
-            logits = tf.matmul(q_content[:, :, rows], k, transpose_b=True)  # [B, H, gb, T]
-            # Row m of the table is distance m - (T-1); query p = start + i needs d = j - p.
-            table = r_k[:, num_tokens - g * b - start: 2 * num_tokens - 1 - start]  # [H, T + gb - 1, K]
-            logits += skew(tf.matmul(q_relative[:, :, rows], table[tf.newaxis], transpose_b=True))
-            if key_mask is not None:
-                logits = tf.where(key_mask[:, tf.newaxis, tf.newaxis, :], logits,
-                                  large_negative(logits.dtype))
-            weights = self._dropout_weights(tf.nn.softmax(logits), is_training)
-            global_rows.append(tf.matmul(weights, v))  # [B, H, gb, V]
-
-        # ---- middle query blocks, in chunks of rows whose intermediates are recomputed in the
-        # backward pass: only q, k, v and the positional tables are kept, so memory stays linear
-        # in T with a small constant.
-        blocks, valid = self.key_blocks()  # [H, n-2g, S]
-        k_blocks = tf.reshape(k, [batch, heads, n, b, key_size])
-        v_blocks = tf.reshape(v, [batch, heads, n, b, value_size])
-        q_content_mid = tf.reshape(q_content, [batch, heads, n, b, key_size])[:, :, g:n - g]
-        q_relative_mid = tf.reshape(q_relative, [batch, heads, n, b, key_size])[:, :, g:n - g]
-        # The window's positional logits use one slice of the table for every row (distances
-        # -(half+1)b+1 .. (half+1)b-1); other slots use the frame at their block offset.
-        first = (n - 1 - half) * b
-        window_table = r_k[:, first:first + width + b - 1]  # [H, (w+1)b - 1, K]
-        key_blocks_allowed = None
-        if key_mask is not None:
-            key_blocks_allowed = tf.tile(tf.reshape(key_mask, [batch, 1, n, b]), [1, heads, 1, 1])
-        seed = None
-        if is_training and self._attention_dropout_rate > 0:
-            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-        # Chunks of equal size (the last rows padded, fully masked); a tf.while_loop runs them one
-        # after the other, so the backward pass holds one chunk's intermediates and one gradient
-        # accumulator per input instead of one full-size gradient per chunk.
         num_middle = n - 2 * g
-        num_slots = blocks.shape[-1]
+        # Chunks of middle query blocks whose intermediates are recomputed in the backward pass
+        # (only q, k, v and the positional table are kept), run one after the other by a
+        # tf.while_loop, so the backward pass holds one chunk's intermediates and one gradient
+        # accumulator per input: memory stays linear in T with a small constant. Equal chunks;
+        # the last rows are padded and fully masked.
         num_chunks = -(-num_middle // self._rows_per_chunk)
         rows = -(-num_middle // num_chunks)
         pad = num_chunks * rows - num_middle
+        recompute = num_chunks > 1
+        seed = self._dropout_seed(is_training)
+
+        def chunk_seed(index) -> tf.Tensor | None:
+            return None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)
+
+        # ---- global query rows: dense over all T keys (one function, so k, v and r_k each get
+        # one gradient buffer from it).
+        core = functools.partial(_global_rows, global_tokens=g * b,
+                                 mask=None if key_mask is None else
+                                 tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :],
+                                 dropout_rate=self._attention_dropout_rate, seed=chunk_seed(num_chunks))
+        if recompute:
+            core = tf.recompute_grad(core)
+        first_rows, last_rows = core(q, k, v, r_k, self._r_w_bias, self._r_r_bias)  # [B, H, gb, V]
+
+        # ---- middle query blocks.
+        blocks, valid = self.key_blocks()  # [H, n-2g, S]
+        num_slots = blocks.shape[-1]
+        k_blocks = tf.reshape(k, [batch, heads, n, b, key_size])
+        v_blocks = tf.reshape(v, [batch, heads, n, b, value_size])
+        q_middle = tf.reshape(q, [batch, heads, n, b, key_size])[:, :, g:n - g]
+        key_blocks_allowed = None
+        if key_mask is not None:
+            key_blocks_allowed = tf.tile(tf.reshape(tf.cast(key_mask, tf.bool), [batch, 1, n, b]),
+                                         [1, heads, 1, 1])
         if pad:
-            padding = [[0, 0], [0, 0], [0, pad], [0, 0], [0, 0]]
-            q_content_mid = tf.pad(q_content_mid, padding)
-            q_relative_mid = tf.pad(q_relative_mid, padding)
+            q_middle = tf.pad(q_middle, [[0, 0], [0, 0], [0, pad], [0, 0], [0, 0]])
             blocks = tf.pad(blocks, [[0, 0], [0, pad], [0, 0]])
             valid = tf.pad(valid, [[0, 0], [0, pad], [0, 0]])
-        static = dict(key_blocks_allowed=key_blocks_allowed, window_blocks=self._window_blocks,
-                      num_blocks=n, dropout_rate=self._attention_dropout_rate)
 
-        def chunk_output(chunk, recompute: bool) -> tf.Tensor:
+        def chunk_output(chunk) -> tf.Tensor:  # [B, H, rows, b, V]
             lo = chunk * rows
-
-            def take(x: tf.Tensor) -> tf.Tensor:  # rows lo .. lo + rows of axis 2, static shape
-                part = x[:, :, lo:lo + rows]
-                return tf.reshape(part, [batch, heads, rows] + x.shape[3:].as_list())
-
             core = functools.partial(
                 _middle_rows, blocks=tf.reshape(blocks[:, lo:lo + rows], [heads, rows, num_slots]),
                 valid=tf.reshape(valid[:, lo:lo + rows], [heads, rows, num_slots]),
-                row_blocks=tf.range(g + lo, g + lo + rows), **static,
-                seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, chunk))
+                row_blocks=tf.range(g + lo, g + lo + rows), key_blocks_allowed=key_blocks_allowed,
+                window_blocks=self._window_blocks, num_blocks=n,
+                dropout_rate=self._attention_dropout_rate, seed=chunk_seed(chunk))
             if recompute:
                 core = tf.recompute_grad(core)
-            return core(take(q_content_mid), take(q_relative_mid), k_blocks, v_blocks, window_table, r_k)
+            q_chunk = tf.reshape(q_middle[:, :, lo:lo + rows], [batch, heads, rows, b, key_size])
+            return core(q_chunk, k_blocks, v_blocks, r_k, self._r_w_bias, self._r_r_bias)
 
+        # Outputs are assembled once, straight into the [B, T, H, V] layout the caller needs.
         if num_chunks == 1:
-            middle_out = chunk_output(0, recompute=False)
+            middle_out = chunk_output(0)[tf.newaxis]
         else:
             outputs = tf.TensorArray(q.dtype, size=num_chunks, infer_shape=True)
             _, outputs = tf.while_loop(
                 lambda chunk, _: chunk < num_chunks,
-                lambda chunk, ta: (chunk + 1, ta.write(chunk, chunk_output(chunk, recompute=True))),
+                lambda chunk, ta: (chunk + 1, ta.write(chunk, chunk_output(chunk))),
                 (tf.constant(0), outputs), parallel_iterations=1)
-            middle_out = tf.concat(tf.unstack(outputs.stack()), axis=2)  # [B, H, chunks*rows, b, V]
-        middle_out = tf.reshape(middle_out[:, :, :num_middle], [batch, heads, num_middle * b, value_size])
-        return tf.concat([global_rows[0], middle_out, global_rows[1]], axis=2)
+            middle_out = outputs.stack()  # [chunks, B, H, rows, b, V]
+        middle_out = tf.reshape(tf.transpose(middle_out, [1, 0, 3, 4, 2, 5]),
+                                [batch, (num_middle + pad) * b, heads, value_size])
+        if pad:
+            middle_out = middle_out[:, :num_middle * b]
+        first_rows, last_rows = (tf.transpose(x, [0, 2, 1, 3]) for x in (first_rows, last_rows))
+        return tf.concat([first_rows, middle_out, last_rows], axis=1)
 
 
-def _middle_rows(q_content: tf.Tensor, q_relative: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor,
-                 window_table: tf.Tensor, r_k: tf.Tensor, *, blocks: tf.Tensor, valid: tf.Tensor,
-                 row_blocks: tf.Tensor, key_blocks_allowed: tf.Tensor | None, window_blocks: int,
-                 num_blocks: int, dropout_rate: float, seed: tf.Tensor | None) -> tf.Tensor:
+def _global_rows(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, r_w_bias: tf.Tensor,
+                 r_r_bias: tf.Tensor, *, global_tokens: int, mask: tf.Tensor | None,
+                 dropout_rate: float, seed: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Dense attention of the first and the last `global_tokens` queries over all T keys.
+
+    q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> two [B, H, global_tokens, V].
+    """
+    num_tokens = q.shape[2]
+    outputs = []
+    for index, start in enumerate((0, num_tokens - global_tokens)):
+        # Row m of r_k is distance m - (T-1); queries from `start` need -(start+gb-1) .. T-1-start.
+        table = r_k[:, num_tokens - global_tokens - start: 2 * num_tokens - 1 - start]  # [H, T+gb-1, K]
+        outputs.append(dense_attention(
+            q[:, :, start:start + global_tokens], k, v, table, r_w_bias, r_r_bias, mask=mask,
+            dropout_rate=dropout_rate,
+            seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)))
+    return outputs[0], outputs[1]
+
+
+def _middle_rows(q: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor, r_k: tf.Tensor, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor, *, blocks: tf.Tensor,
+                 valid: tf.Tensor, row_blocks: tf.Tensor, key_blocks_allowed: tf.Tensor | None,
+                 window_blocks: int, num_blocks: int, dropout_rate: float,
+                 seed: tf.Tensor | None) -> tf.Tensor:
     """Attention of R middle query blocks over their S key blocks.
 
-    q_content = q + r_w_bias and q_relative = q + r_r_bias [B, H, R, b, K] for the query blocks
-    `row_blocks` [R]; k_blocks [B, H, n, b, K], v_blocks [B, H, n, b, V]; window_table
-    [H, (w+1)b - 1, K]; r_k [H, 2T-1, K]; blocks, valid [H, R, S] (window slots first);
-    key_blocks_allowed [B, H, n, b] bool or None. Returns [B, H, R, b, V].
+    q [B, H, R, b, K] for the query blocks `row_blocks` [R]; k_blocks [B, H, n, b, K], v_blocks
+    [B, H, n, b, V]; r_k [H, 2T-1, K]; r_w_bias, r_r_bias
+    [1, H, 1, K]; blocks, valid [H, R, S] (window slots first); key_blocks_allowed [B, H, n, b]
+    bool or None. Returns [B, H, R, b, V].
     """
-    batch, heads, rows, b = tf.shape(q_content)[0], q_content.shape[1], q_content.shape[2], q_content.shape[3]
+    batch, heads, rows, b = tf.shape(q)[0], q.shape[1], q.shape[2], q.shape[3]
     slots = blocks.shape[-1]
+    q_content = q + r_w_bias[:, :, tf.newaxis]
+    q_relative = q + r_r_bias[:, :, tf.newaxis]
     blocks = tf.clip_by_value(blocks, 0, num_blocks - 1)  # invalid slots point anywhere, masked below
     index = tf.tile(blocks[tf.newaxis], [batch, 1, 1, 1])  # [B, H, R, S]
 
@@ -243,6 +251,10 @@ def _middle_rows(q_content: tf.Tensor, q_relative: tf.Tensor, k_blocks: tf.Tenso
         return tf.reshape(gathered, tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0))
 
     logits = tf.einsum("bhrqk,bhrck->bhrqc", q_content, gather_slots(k_blocks))  # [B, H, R, b, S*b]
+    # The window's positional logits use one slice of the table for every row: distances
+    # -(half+1)b+1 .. (half+1)b-1. Other slots gather the rows of their block offset.
+    first = (num_blocks - 1 - window_blocks // 2) * b
+    window_table = r_k[:, first:first + (window_blocks + 1) * b - 1]  # [H, (w+1)b - 1, K]
     window_relative = skew(tf.einsum("bhrqk,hmk->bhrqm", q_relative, window_table))  # [.., b, w*b]
     # Rows of the positional table for each (query block, key block) pair: the 2b-1 distances
     # from (delta-1)b+1 to (delta+1)b-1 start at row (n - 1 + delta) b.

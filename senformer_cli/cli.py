@@ -5,6 +5,7 @@ TensorFlow is imported inside the commands, so `senformer --help` answers at onc
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -27,11 +28,30 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices with stderr (fd 2) sent to /dev/null: its C++
+    start-up lines (absl notices, CUDA probing on machines without a GPU) are not ours to print."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def user_errors(func: Callable) -> Callable:
-    """Turn SenformerError into one red line on stderr and exit code 2."""
+    """Run a command: TensorFlow imported quietly; SenformerError becomes one red line on stderr
+    and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        _import_tensorflow_quietly()
         try:
             return func(*args, **kwargs)
         except SenformerError as error:
@@ -72,10 +92,10 @@ def model_summary(
 ) -> None:
     """Parameters per part (stem, conv tower, transformer, final pointwise, heads) and, for sparse
     models, the attention pattern."""
+    config = _model_config(preset, config_file, overrides)
     from senformer_cli import report
     from senformer_cli.model.summary import summarize
 
-    config = _model_config(preset, config_file, overrides)
     summary = summarize(config)
     if as_json:
         report.print_json(summary)

@@ -13,8 +13,11 @@ attends to
 Logits are those of the dense module, (q_i + r_w_bias).k_j + (q_i + r_r_bias).r_k[j - i], computed
 only for the attended pairs. For a query block and a key block at block offset delta the token
 offsets are delta*b + (-(b-1) .. b-1), so the relative term of that pair is a [b, 2b-1] product with a
-frame of the positional table followed by a skew; the window's frames are the same for every row.
-Nothing of size T x T is built: memory and time are linear in T.
+frame of the positional table followed by a skew; the window's frame is the same for every row.
+Nothing of size T x T is built. Past 2,048 tokens the middle query blocks run in chunks inside a
+tf.while_loop and are recomputed in the backward pass, so memory is linear in T with a small
+constant. (Each chunk's backward pass still adds a gradient the size of the whole k, v and r_k
+into the loop's accumulators: an O(T) term per chunk, small at the lengths benchmarked.)
 """
 from __future__ import annotations
 

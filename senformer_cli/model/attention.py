@@ -85,12 +85,12 @@ class MultiheadAttention(snt.Module):
         output = tf.reshape(output, [shape[0], shape[1], self._num_heads, output.shape[-1] // self._num_heads])
         return tf.transpose(output, [0, 2, 1, 3])
 
-    def relative_keys(self, seq_len: int, is_training: bool, dtype: tf.dtypes.DType) -> tf.Tensor:
-        """Projected positional features of every offset -(T-1)..(T-1): [H, 2T-1, K]."""
+    def relative_features(self, seq_len: int, is_training: bool, dtype: tf.dtypes.DType) -> tf.Tensor:
+        """Positional features of every offset -(T-1)..(T-1), dropout applied: [2T-1, F]."""
         features = relative_distance_table(seq_len, self._num_relative_position_features)
         if is_training and self._positional_dropout_rate > 0:
             features = tf.nn.dropout(features, rate=self._positional_dropout_rate)
-        return self._heads(self._r_k_layer, tf.cast(features, dtype)[tf.newaxis])[0]
+        return tf.cast(features, dtype)
 
     def __call__(self, inputs: tf.Tensor, is_training: bool = False,
                  key_mask: tf.Tensor | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
@@ -100,8 +100,10 @@ class MultiheadAttention(snt.Module):
         q = self._heads(self._q_layer, inputs) * self._key_size**-0.5  # [B, H, T, K]
         k = self._heads(self._k_layer, inputs)  # [B, H, T, K]
         v = self._heads(self._v_layer, inputs)  # [B, H, T, V]
-        r_k = self.relative_keys(seq_len, is_training, inputs.dtype)  # [H, 2T-1, K]
-        output = self._attend(q, k, v, r_k, key_mask=key_mask, mask=mask, is_training=is_training)
+        features = self.relative_features(seq_len, is_training, inputs.dtype)  # [2T-1, F]
+        r_k = self._heads(self._r_k_layer, features[tf.newaxis])[0]  # [H, 2T-1, K]
+        output = self._attend(q, k, v, r_k, features, key_mask=key_mask, mask=mask,
+                              is_training=is_training)
         shape = tf.shape(output)  # [B, T, H, V]
         output = tf.reshape(output, [shape[0], shape[1], self._num_heads * self._value_size])
         return self._embedding_layer(output)
@@ -113,9 +115,11 @@ class MultiheadAttention(snt.Module):
         return None
 
     # ----------------------------------------------------------------- dense core
-    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, *,
+    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, features: tf.Tensor, *,
                 key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
-        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, T, H, V]."""
+        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] (= features [2T-1, F] projected by
+        r_k_layer) -> [B, T, H, V]."""
+        del features  # dense attention uses the projected table
         if key_mask is not None:
             key_mask = tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :]
             mask = key_mask if mask is None else tf.logical_and(mask, key_mask)

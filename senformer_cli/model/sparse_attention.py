@@ -129,9 +129,10 @@ class SparseMultiheadAttention(MultiheadAttention):
         return np.repeat(np.repeat(block_mask, b, axis=1), b, axis=2)
 
     # ------------------------------------------------------------------ computation
-    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, *,
+    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, features: tf.Tensor, *,
                 key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
-        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> [B, T, H, V]."""
+        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] (= features [2T-1, F] projected by
+        r_k_layer) -> [B, T, H, V]."""
         if mask is not None:
             raise ValueError("sparse attention has its own pattern; a dense mask is not supported")
         num_tokens = q.shape[2]
@@ -181,18 +182,30 @@ class SparseMultiheadAttention(MultiheadAttention):
             blocks = tf.pad(blocks, [[0, 0], [0, pad], [0, 0]])
             valid = tf.pad(valid, [[0, 0], [0, pad], [0, 0]])
 
+        # The window's positional logits use one slice of r_k for every row: distances
+        # -(half+1)b+1 .. (half+1)b-1. The other slots' offsets vary by row: one chunk reads
+        # their rows of r_k; chunks in the loop instead project the query into feature space
+        # (q . W f(d) = (W^T q) . f(d)) and read the constant feature table, so no chunk adds a
+        # gradient the size of r_k (3x the multiply-adds of that term, for less memory).
+        first = (n - 1 - self._window_blocks // 2) * b
+        window_table = r_k[:, first:first + (self._window_blocks + 1) * b - 1]  # [H, (w+1)b - 1, K]
+        r_k_weights = tf.reshape(self._r_k_layer.w, [-1, heads, key_size])  # [F, H, K]
+        table = tf.stop_gradient(features) if recompute else r_k
+
         def chunk_output(chunk) -> tf.Tensor:  # [B, H, rows, b, V]
             lo = chunk * rows
             core = functools.partial(
                 _middle_rows, blocks=tf.reshape(blocks[:, lo:lo + rows], [heads, rows, num_slots]),
                 valid=tf.reshape(valid[:, lo:lo + rows], [heads, rows, num_slots]),
-                row_blocks=tf.range(g + lo, g + lo + rows), key_blocks_allowed=key_blocks_allowed,
+                row_blocks=tf.range(g + lo, g + lo + rows), table=table, project_queries=recompute,
+                key_blocks_allowed=key_blocks_allowed,
                 window_blocks=self._window_blocks, num_blocks=n,
                 dropout_rate=self._attention_dropout_rate, seed=chunk_seed(chunk))
             if recompute:
                 core = tf.recompute_grad(core)
             q_chunk = tf.reshape(q_middle[:, :, lo:lo + rows], [batch, heads, rows, b, key_size])
-            return core(q_chunk, k_blocks, v_blocks, r_k, self._r_w_bias, self._r_r_bias)
+            return core(q_chunk, k_blocks, v_blocks, window_table, r_k_weights, self._r_w_bias,
+                        self._r_r_bias)
 
         # Outputs are assembled once, straight into the [B, T, H, V] layout the caller needs.
         if num_chunks == 1:
@@ -231,16 +244,19 @@ def _global_rows(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, r_w_b
     return outputs[0], outputs[1]
 
 
-def _middle_rows(q: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor, r_k: tf.Tensor, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor, *, blocks: tf.Tensor,
-                 valid: tf.Tensor, row_blocks: tf.Tensor, key_blocks_allowed: tf.Tensor | None,
-                 window_blocks: int, num_blocks: int, dropout_rate: float,
-                 seed: tf.Tensor | None) -> tf.Tensor:
+def _middle_rows(q: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor, window_table: tf.Tensor,
+                 r_k_weights: tf.Tensor, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor, *,
+                 blocks: tf.Tensor, valid: tf.Tensor, row_blocks: tf.Tensor, table: tf.Tensor,
+                 project_queries: bool, key_blocks_allowed: tf.Tensor | None, window_blocks: int, num_blocks: int,
+                 dropout_rate: float, seed: tf.Tensor | None) -> tf.Tensor:
     """Attention of R middle query blocks over their S key blocks.
 
     q [B, H, R, b, K] for the query blocks `row_blocks` [R]; k_blocks [B, H, n, b, K], v_blocks
-    [B, H, n, b, V]; r_k [H, 2T-1, K]; r_w_bias, r_r_bias
-    [1, H, 1, K]; blocks, valid [H, R, S] (window slots first); key_blocks_allowed [B, H, n, b]
-    bool or None. Returns [B, H, R, b, V].
+    [B, H, n, b, V]; window_table [H, (w+1)b - 1, K] (r_k rows of the window's distances);
+    `table` is r_k [H, 2T-1, K], or with `project_queries` the features [2T-1, F] with
+    r_k = features @ r_k_weights [F, H, K] (otherwise r_k_weights is unused); r_w_bias,
+    r_r_bias [1, H, 1, K]; blocks, valid [H, R, S] (window slots first); key_blocks_allowed
+    [B, H, n, b] bool or None. Returns [B, H, R, b, V].
     """
     batch, heads, rows, b = tf.shape(q)[0], q.shape[1], q.shape[2], q.shape[3]
     slots = blocks.shape[-1]
@@ -254,18 +270,19 @@ def _middle_rows(q: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor, r_k: tf
         return tf.reshape(gathered, tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0))
 
     logits = tf.einsum("bhrqk,bhrck->bhrqc", q_content, gather_slots(k_blocks))  # [B, H, R, b, S*b]
-    # The window's positional logits use one slice of the table for every row: distances
-    # -(half+1)b+1 .. (half+1)b-1. Other slots gather the rows of their block offset.
-    first = (num_blocks - 1 - window_blocks // 2) * b
-    window_table = r_k[:, first:first + (window_blocks + 1) * b - 1]  # [H, (w+1)b - 1, K]
     window_relative = skew(tf.einsum("bhrqk,hmk->bhrqm", q_relative, window_table))  # [.., b, w*b]
-    # Rows of the positional table for each (query block, key block) pair: the 2b-1 distances
-    # from (delta-1)b+1 to (delta+1)b-1 start at row (n - 1 + delta) b.
+    # Table rows for each (query block, key block) pair: the 2b-1 distances from (delta-1)b+1
+    # to (delta+1)b-1 start at row (n - 1 + delta) b.
     delta = blocks[:, :, window_blocks:] - row_blocks[tf.newaxis, :, tf.newaxis]  # [H, R, s]
     first_row = tf.clip_by_value(num_blocks - 1 + delta, 0, 2 * num_blocks - 2) * b  # padded rows: anywhere
     table_rows = first_row[..., tf.newaxis] + tf.range(2 * b - 1)  # [H, R, s, 2b-1]
-    extra_frames = tf.gather(r_k, table_rows, axis=1, batch_dims=1)  # [H, R, s, 2b-1, K]
-    extra_relative = skew(tf.einsum("bhrqk,hrsmk->bhrsqm", q_relative, extra_frames))  # [B, H, R, s, b, b]
+    if project_queries:
+        frames = tf.gather(table, table_rows)  # [H, R, s, 2b-1, F]
+        q_table = tf.einsum("bhrqk,fhk->bhrqf", q_relative, r_k_weights)  # [B, H, R, b, F]
+    else:
+        frames = tf.gather(table, table_rows, axis=1, batch_dims=1)  # [H, R, s, 2b-1, K]
+        q_table = q_relative
+    extra_relative = skew(tf.einsum("bhrqd,hrsmd->bhrsqm", q_table, frames))  # [B, H, R, s, b, b]
     extra_relative = tf.reshape(tf.transpose(extra_relative, [0, 1, 2, 4, 3, 5]),
                                 [batch, heads, rows, b, (slots - window_blocks) * b])
     logits += tf.concat([window_relative, extra_relative], axis=-1)

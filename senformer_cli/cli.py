@@ -68,7 +68,7 @@ def _model_config(preset: str, config_file: Optional[Path], overrides: List[str]
 
     values = parse_overrides(overrides or [])
     if config_file is not None:
-        return ModelConfig.load(config_file).replace(**values) if values else ModelConfig.load(config_file)
+        return ModelConfig.load(config_file).replace(**values)
     return ModelConfig.from_preset(preset, **values)
 
 

@@ -101,12 +101,15 @@ class MultiheadAttention(snt.Module):
         k = self._heads(self._k_layer, inputs)  # [B, H, T, K]
         v = self._heads(self._v_layer, inputs)  # [B, H, T, V]
         features = self.relative_features(seq_len, is_training, inputs.dtype)  # [2T-1, F]
-        r_k = self._heads(self._r_k_layer, features[tf.newaxis])[0]  # [H, 2T-1, K]
-        output = self._attend(q, k, v, r_k, features, key_mask=key_mask, mask=mask,
+        output = self._attend(q, k, v, features, key_mask=key_mask, mask=mask,
                               is_training=is_training)
         shape = tf.shape(output)  # [B, T, H, V]
         output = tf.reshape(output, [shape[0], shape[1], self._num_heads * self._value_size])
         return self._embedding_layer(output)
+
+    def _relative_keys(self, features: tf.Tensor) -> tf.Tensor:
+        """The positional features [2T-1, F] projected by r_k_layer: r_k [H, 2T-1, K]."""
+        return self._heads(self._r_k_layer, features[tf.newaxis])[0]
 
     def _dropout_seed(self, is_training: bool) -> tf.Tensor | None:
         """A fresh seed for stateless attention dropout (None when there is no dropout)."""
@@ -115,15 +118,13 @@ class MultiheadAttention(snt.Module):
         return None
 
     # ----------------------------------------------------------------- dense core
-    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, features: tf.Tensor, *,
+    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, features: tf.Tensor, *,
                 key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
-        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] (= features [2T-1, F] projected by
-        r_k_layer) -> [B, T, H, V]."""
-        del features  # dense attention uses the projected table
+        """q, k [B, H, T, K], v [B, H, T, V], positional features [2T-1, F] -> [B, T, H, V]."""
         if key_mask is not None:
             key_mask = tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :]
             mask = key_mask if mask is None else tf.logical_and(mask, key_mask)
-        output = dense_attention(q, k, v, r_k, self._r_w_bias, self._r_r_bias, mask=mask,
+        output = dense_attention(q, k, v, self._relative_keys(features), self._r_w_bias, self._r_r_bias, mask=mask,
                                  dropout_rate=self._attention_dropout_rate,
                                  seed=self._dropout_seed(is_training))
         return tf.transpose(output, [0, 2, 1, 3])
@@ -142,10 +143,18 @@ def dense_attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor, 
     """
     content_logits = tf.matmul(q + r_w_bias, k, transpose_b=True)  # [B, H, Tq, T]
     relative_logits = tf.matmul(q + r_r_bias, table[tf.newaxis], transpose_b=True)  # [B, H, Tq, T+Tq-1]
-    logits = content_logits + skew(relative_logits)
+    return weighted_values(content_logits + skew(relative_logits), v, mask=mask,
+                           dropout_rate=dropout_rate, seed=seed)
+
+
+def weighted_values(logits: tf.Tensor, values: tf.Tensor, *, mask: tf.Tensor | None,
+                    dropout_rate: float, seed: tf.Tensor | None) -> tf.Tensor:
+    """softmax(logits) @ values: logits [..., Q, N], values [..., N, V] -> [..., Q, V]; `mask` bool,
+    broadcastable to the logits, False = no attention; stateless dropout of the weights when
+    `seed` is given."""
     if mask is not None:
         logits = tf.where(mask, logits, large_negative(logits.dtype))
     weights = tf.nn.softmax(logits)
     if seed is not None:
         weights = tf.nn.experimental.stateless_dropout(weights, rate=dropout_rate, seed=seed)
-    return tf.matmul(weights, v)
+    return tf.matmul(weights, values)

@@ -14,10 +14,12 @@ Logits are those of the dense module, (q_i + r_w_bias).k_j + (q_i + r_r_bias).r_
 only for the attended pairs. For a query block and a key block at block offset delta the token
 offsets are delta*b + (-(b-1) .. b-1), so the relative term of that pair is a [b, 2b-1] product with a
 frame of the positional table followed by a skew; the window's frame is the same for every row.
-Nothing of size T x T is built. Past 2,048 tokens the middle query blocks run in chunks inside a
-tf.while_loop and are recomputed in the backward pass, so memory is linear in T with a small
-constant. (Each chunk's backward pass still adds a gradient the size of the whole k, v and r_k
-into the loop's accumulators: an O(T) term per chunk, small at the lengths benchmarked.)
+Nothing of size T x T is built. Up to 2,048 tokens all middle query blocks go at once and
+TensorFlow differentiates them. Past that they run in chunks, one after the other in a
+tf.while_loop, with a hand-written backward pass that recomputes each chunk and scatter-adds its key
+and value gradients into one buffer each; the positional term is then taken in feature space
+((q + r_r_bias) . W f(d) = (W^T (q + r_r_bias)) . f(d)), so no table of r_k's size is built or
+differentiated. Memory is then q, k, v, their gradients and one chunk: linear in T, small constant.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from senformer_cli.model.attention import MultiheadAttention, dense_attention, large_negative, skew
+from senformer_cli.model.attention import MultiheadAttention, skew, weighted_values
 
 
 def draw_random_blocks(num_blocks: int, num_heads: int, window_blocks: int, num_global_blocks: int,
@@ -75,10 +77,10 @@ class SparseMultiheadAttention(MultiheadAttention):
         self._window_blocks = window_blocks
         self._num_global_blocks = num_global_blocks
         self._num_tokens = num_tokens
-        # Middle query blocks per recomputed chunk. Up to 2,048 tokens everything fits easily and
-        # one chunk is fastest; longer sequences go 256 query tokens at a time, so the memory of
-        # the attention itself stays a small constant on top of q, k and v (a trade-off measured
-        # in benchmarks/attention.py).
+        # Middle query blocks per chunk. Up to 2,048 tokens everything fits easily and one chunk
+        # (no recomputation) is fastest; longer sequences go 256 query tokens at a time, so the
+        # attention itself adds a small constant to q, k, v and their gradients (a trade-off
+        # measured in benchmarks/attention.py).
         if rows_per_chunk is None:
             rows_per_chunk = num_blocks if num_tokens <= 2048 else max(1, 256 // block_size)
         self._rows_per_chunk = rows_per_chunk
@@ -129,168 +131,266 @@ class SparseMultiheadAttention(MultiheadAttention):
         return np.repeat(np.repeat(block_mask, b, axis=1), b, axis=2)
 
     # ------------------------------------------------------------------ computation
-    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, features: tf.Tensor, *,
+    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, features: tf.Tensor, *,
                 key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
-        """q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] (= features [2T-1, F] projected by
-        r_k_layer) -> [B, T, H, V]."""
+        """q, k [B, H, T, K], v [B, H, T, V], positional features [2T-1, F] -> [B, T, H, V]."""
         if mask is not None:
             raise ValueError("sparse attention has its own pattern; a dense mask is not supported")
-        num_tokens = q.shape[2]
-        if num_tokens != self._num_tokens:
+        if q.shape[2] != self._num_tokens:
             raise ValueError(f"this sparse attention was built for {self._num_tokens} tokens, "
-                             f"got {num_tokens}")
+                             f"got {q.shape[2]}")
         n, g, b = self.num_blocks, self._num_global_blocks, self._block_size
-        batch = tf.shape(q)[0]
-        heads, key_size, value_size = q.shape[1], q.shape[-1], v.shape[-1]
+        heads, key_size = q.shape[1], q.shape[-1]
         num_middle = n - 2 * g
-        # Chunks of middle query blocks whose intermediates are recomputed in the backward pass
-        # (only q, k, v and the positional table are kept), run one after the other by a
-        # tf.while_loop, so the backward pass holds one chunk's intermediates and one gradient
-        # accumulator per input: memory stays linear in T with a small constant. Equal chunks;
-        # the last rows are padded and fully masked.
         num_chunks = -(-num_middle // self._rows_per_chunk)
-        rows = -(-num_middle // num_chunks)
-        pad = num_chunks * rows - num_middle
-        recompute = num_chunks > 1
+        rows = -(-num_middle // num_chunks)  # equal chunks; the last one's extra rows are masked
         seed = self._dropout_seed(is_training)
-
-        def chunk_seed(index) -> tf.Tensor | None:
-            return None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)
-
-        # ---- global query rows: dense over all T keys (one function, so k, v and r_k each get
-        # one gradient buffer from it).
-        core = functools.partial(_global_rows, global_tokens=g * b,
-                                 mask=None if key_mask is None else
-                                 tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :],
-                                 dropout_rate=self._attention_dropout_rate, seed=chunk_seed(num_chunks))
-        if recompute:
-            core = tf.recompute_grad(core)
-        first_rows, last_rows = core(q, k, v, r_k, self._r_w_bias, self._r_r_bias)  # [B, H, gb, V]
-
-        # ---- middle query blocks.
         blocks, valid = self.key_blocks()  # [H, n-2g, S]
-        num_slots = blocks.shape[-1]
-        k_blocks = tf.reshape(k, [batch, heads, n, b, key_size])
-        v_blocks = tf.reshape(v, [batch, heads, n, b, value_size])
-        q_middle = tf.reshape(q, [batch, heads, n, b, key_size])[:, :, g:n - g]
+        pad = num_chunks * rows - num_middle
+        blocks = tf.pad(blocks, [[0, 0], [0, pad], [0, 0]])
+        valid = tf.pad(valid, [[0, 0], [0, pad], [0, 0]])
         key_blocks_allowed = None
         if key_mask is not None:
-            key_blocks_allowed = tf.tile(tf.reshape(tf.cast(key_mask, tf.bool), [batch, 1, n, b]),
+            key_blocks_allowed = tf.tile(tf.reshape(tf.cast(key_mask, tf.bool), [-1, 1, n, b]),
                                          [1, heads, 1, 1])
-        if pad:
-            q_middle = tf.pad(q_middle, [[0, 0], [0, 0], [0, pad], [0, 0], [0, 0]])
-            blocks = tf.pad(blocks, [[0, 0], [0, pad], [0, 0]])
-            valid = tf.pad(valid, [[0, 0], [0, pad], [0, 0]])
+        pieces = _Pieces(blocks=blocks, valid=valid, key_blocks_allowed=key_blocks_allowed,
+                         num_blocks=n, block_size=b, num_global_blocks=g,
+                         window_blocks=self._window_blocks, rows=rows,
+                         dropout_rate=self._attention_dropout_rate, seed=seed)
+        if num_chunks == 1:  # short sequences: everything at once, plain autodiff
+            return pieces.attend(q, k, v, self._relative_keys(features), None,
+                                 self._r_w_bias, self._r_r_bias)
+        # Long sequences: the positional term in feature space, with the constant features
+        # [1, 2T-1, F] as the table and the queries projected by r_k_layer's weights [F, H, K]
+        # (q . W f(d) = (W^T q) . f(d)), so nothing of r_k's size [H, 2T-1, K] is built or
+        # differentiated. (3x the multiply-adds of that term, which is small.)
+        self._r_k_layer(features[:1])  # creates r_k_layer's weights on the first call
+        weights = tf.reshape(self._r_k_layer.w, [-1, heads, key_size])
+        return pieces.attend_in_chunks(q, k, v, tf.stop_gradient(features)[tf.newaxis], weights,
+                                       tf.convert_to_tensor(self._r_w_bias),
+                                       tf.convert_to_tensor(self._r_r_bias), num_chunks)
 
-        # The window's positional logits use one slice of r_k for every row: distances
-        # -(half+1)b+1 .. (half+1)b-1. The other slots' offsets vary by row: one chunk reads
-        # their rows of r_k; chunks in the loop instead project the query into feature space
-        # (q . W f(d) = (W^T q) . f(d)) and read the constant feature table, so no chunk adds a
-        # gradient the size of r_k (3x the multiply-adds of that term, for less memory).
-        first = (n - 1 - self._window_blocks // 2) * b
-        window_table = r_k[:, first:first + (self._window_blocks + 1) * b - 1]  # [H, (w+1)b - 1, K]
-        r_k_weights = tf.reshape(self._r_k_layer.w, [-1, heads, key_size])  # [F, H, K]
-        table = tf.stop_gradient(features) if recompute else r_k
 
-        def chunk_output(chunk) -> tf.Tensor:  # [B, H, rows, b, V]
-            lo = chunk * rows
-            core = functools.partial(
-                _middle_rows, blocks=tf.reshape(blocks[:, lo:lo + rows], [heads, rows, num_slots]),
-                valid=tf.reshape(valid[:, lo:lo + rows], [heads, rows, num_slots]),
-                row_blocks=tf.range(g + lo, g + lo + rows), table=table, project_queries=recompute,
-                key_blocks_allowed=key_blocks_allowed,
-                window_blocks=self._window_blocks, num_blocks=n,
-                dropout_rate=self._attention_dropout_rate, seed=chunk_seed(chunk))
-            if recompute:
-                core = tf.recompute_grad(core)
-            q_chunk = tf.reshape(q_middle[:, :, lo:lo + rows], [batch, heads, rows, b, key_size])
-            return core(q_chunk, k_blocks, v_blocks, window_table, r_k_weights, self._r_w_bias,
-                        self._r_r_bias)
+class _Pieces:
+    """The sparse attention of one call, cut into pieces: the global query rows, and chunks of
+    `rows` middle query blocks (chunk c: middle rows c*rows ..; padded rows are masked).
 
-        # Outputs are assembled once, straight into the [B, T, H, V] layout the caller needs.
-        if num_chunks == 1:
-            middle_out = chunk_output(0)[tf.newaxis]
+    Positional tables: `table` [H, 2T-1, K] is r_k (`weights` None), or [1, 2T-1, F] the features
+    with `weights` [F, H, K] the r_k projection. r_w_bias, r_r_bias [1, H, 1, K].
+    """
+
+    def __init__(self, *, blocks: tf.Tensor, valid: tf.Tensor, key_blocks_allowed: tf.Tensor | None,
+                 num_blocks: int, block_size: int, num_global_blocks: int, window_blocks: int,
+                 rows: int,
+                 dropout_rate: float, seed: tf.Tensor | None):
+        self.blocks, self.valid = blocks, valid  # [H, padded middle rows, S], window slots first
+        self.key_blocks_allowed = key_blocks_allowed  # [B, H, n, b] bool or None
+        self.n, self.b, self.g, self.w = num_blocks, block_size, num_global_blocks, window_blocks
+        self.rows = rows
+        self.dropout_rate, self.seed = dropout_rate, seed
+
+    def _seed(self, index) -> tf.Tensor | None:
+        return None if self.seed is None else tf.random.experimental.stateless_fold_in(self.seed, index)
+
+    # -------------------------------------------------------------- the global rows
+    def ends(self, x: tf.Tensor, axis: int = 2) -> tf.Tensor:
+        """The first and the last g blocks' rows of x's token axis: [B, H, T, D] -> [B, H, 2gb, D]."""
+        span, num_tokens = self.g * self.b, self.n * self.b
+        return tf.gather(x, list(range(span)) + list(range(num_tokens - span, num_tokens)), axis=axis)
+
+    def global_rows(self, q_ends: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor,
+                    weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor) -> tf.Tensor:
+        """The first and last g blocks' queries q_ends [B, H, 2gb, K] over all T keys: dense, in
+        one softmax and one product with v (so v gets one gradient). -> [B, H, 2gb, V]."""
+        num_tokens, span = self.n * self.b, self.g * self.b
+        content = tf.matmul(q_ends + r_w_bias, k, transpose_b=True)  # [B, H, 2gb, T]
+        relative_queries = _relative_queries(q_ends + r_r_bias, weights)
+        relative = []
+        for end, start in enumerate((0, num_tokens - span)):
+            # Row m of the table is distance m - (T-1); queries from `start` need
+            # -(start + span - 1) .. T - 1 - start.
+            frame = table[:, num_tokens - span - start:2 * num_tokens - 1 - start]
+            relative.append(skew(tf.matmul(relative_queries[:, :, end * span:(end + 1) * span],
+                                           frame[tf.newaxis], transpose_b=True)))
+        mask = None
+        if self.key_blocks_allowed is not None:
+            mask = tf.reshape(self.key_blocks_allowed[:, :1], [-1, 1, 1, num_tokens])
+        return weighted_values(content + tf.concat(relative, axis=2), v, mask=mask,
+                               dropout_rate=self.dropout_rate, seed=self._seed(-1))
+
+    # -------------------------------------------------------------- the middle rows
+    def chunk_slots(self, chunk, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor,
+                    ) -> tuple[tf.Tensor, ...]:
+        """Inputs of chunk `chunk` gathered from q, k [B, H, T, K], v [B, H, T, V]:
+        (q_rows [B, H, R, b, K], k_slots [B, H, R, S*b, K], v_slots [B, H, R, S*b, V],
+        allowed [B or 1, H, R, 1, S*b] bool, window_table [H or 1, (w+1)b - 1, D],
+        frames [H, R, s, 2b-1, D] (the table rows of the s non-window slots), index [B, H, R, S]
+        (the key block of each slot))."""
+        n, b, rows = self.n, self.b, self.rows
+        batch, heads = tf.shape(q)[0], q.shape[1]
+        lo = chunk * rows
+        blocks = self.blocks[:, lo:lo + rows]  # [H, R, S]
+        valid = self.valid[:, lo:lo + rows]
+        row_blocks = self.g + lo + tf.range(rows)
+        slots = blocks.shape[-1]
+        blocks = tf.clip_by_value(blocks, 0, n - 1)  # invalid slots point anywhere, masked
+        index = tf.tile(blocks[tf.newaxis], [batch, 1, 1, 1])
+
+        def by_block(x: tf.Tensor) -> tf.Tensor:  # [B, H, T, ...] -> [B, H, n, b, ...]
+            return tf.reshape(x, tf.concat([[batch, heads, n, b], tf.shape(x)[3:]], 0))
+
+        def gather_slots(x: tf.Tensor) -> tf.Tensor:  # [B, H, n, b, ...] -> [B, H, R, S*b, ...]
+            gathered = tf.gather(x, index, axis=2, batch_dims=2)
+            return tf.reshape(gathered, tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0))
+
+        q_rows = tf.gather(by_block(q), tf.minimum(row_blocks, n - 1), axis=2)  # padded rows: anywhere
+        allowed = tf.repeat(valid, b, axis=-1)[tf.newaxis, :, :, tf.newaxis, :]
+        if self.key_blocks_allowed is not None:
+            keys_allowed = gather_slots(self.key_blocks_allowed)[:, :, :, tf.newaxis]
+            allowed = tf.logical_and(allowed, keys_allowed)
+        # The window's positional term uses one frame of the table for every row: distances
+        # -(w//2 + 1)b + 1 .. (w//2 + 1)b - 1. The other slots' offsets vary by row: the 2b-1
+        # distances from (delta-1)b+1 to (delta+1)b-1 of block offset delta start at row
+        # (n - 1 + delta) b.
+        first = (n - 1 - self.w // 2) * b
+        window_table = table[:, first:first + (self.w + 1) * b - 1]
+        delta = blocks[:, :, self.w:] - row_blocks[tf.newaxis, :, tf.newaxis]  # [H, R, s]
+        first_row = tf.clip_by_value(n - 1 + delta, 0, 2 * n - 2) * b  # padded rows: anywhere
+        table_rows = first_row[..., tf.newaxis] + tf.range(2 * b - 1)
+        if table.shape[0] == 1:
+            frames = tf.gather(table[0], table_rows)
         else:
-            outputs = tf.TensorArray(q.dtype, size=num_chunks, infer_shape=True)
-            _, outputs = tf.while_loop(
-                lambda chunk, _: chunk < num_chunks,
-                lambda chunk, ta: (chunk + 1, ta.write(chunk, chunk_output(chunk))),
-                (tf.constant(0), outputs), parallel_iterations=1)
-            middle_out = outputs.stack()  # [chunks, B, H, rows, b, V]
-        middle_out = tf.reshape(tf.transpose(middle_out, [1, 0, 3, 4, 2, 5]),
-                                [batch, (num_middle + pad) * b, heads, value_size])
-        if pad:
-            middle_out = middle_out[:, :num_middle * b]
-        first_rows, last_rows = (tf.transpose(x, [0, 2, 1, 3]) for x in (first_rows, last_rows))
-        return tf.concat([first_rows, middle_out, last_rows], axis=1)
+            frames = tf.gather(table, table_rows, axis=1, batch_dims=1)
+        return (q_rows, gather_slots(by_block(k)), gather_slots(by_block(v)), allowed, window_table,
+                frames, index)
+
+    def middle_rows(self, chunk, q_rows: tf.Tensor, k_slots: tf.Tensor, v_slots: tf.Tensor,
+                    allowed: tf.Tensor, window_table: tf.Tensor, frames: tf.Tensor,
+                    weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor) -> tf.Tensor:
+        """One chunk's query blocks over their S key blocks (see `chunk_slots`) -> [B, H, R, b, V]."""
+        batch, heads, rows, b = tf.shape(q_rows)[0], q_rows.shape[1], q_rows.shape[2], q_rows.shape[3]
+        r_w_bias, r_r_bias = r_w_bias[:, :, tf.newaxis], r_r_bias[:, :, tf.newaxis]
+        logits = tf.matmul(q_rows + r_w_bias, k_slots, transpose_b=True)  # [B, H, R, b, S*b]
+        relative_queries = _relative_queries(q_rows + r_r_bias, weights)  # [B, H, R, b, D]
+        window = skew(tf.matmul(relative_queries, window_table[tf.newaxis, :, tf.newaxis],
+                                transpose_b=True))  # [B, H, R, b, w*b]
+        extra = skew(tf.einsum("bhrqd,hrsmd->bhrsqm", relative_queries, frames))  # [B, H, R, s, b, b]
+        extra = tf.reshape(tf.transpose(extra, [0, 1, 2, 4, 3, 5]),
+                           [batch, heads, rows, b, extra.shape[3] * b])
+        return weighted_values(logits + tf.concat([window, extra], axis=-1), v_slots, mask=allowed,
+                               dropout_rate=self.dropout_rate, seed=self._seed(chunk))
+
+    # -------------------------------------------------------------- assembly
+    def assemble(self, global_rows: tf.Tensor, middle: tf.Tensor) -> tf.Tensor:
+        """global_rows [B, H, 2gb, D] and middle [chunks, B, H, R, b, D] -> [B, T, H, D]."""
+        batch, heads, depth = tf.shape(global_rows)[0], global_rows.shape[1], global_rows.shape[-1]
+        span, b = self.g * self.b, self.b
+        middle = tf.reshape(tf.transpose(middle, [1, 0, 3, 4, 2, 5]), [batch, -1, heads, depth])
+        middle = middle[:, :(self.n - 2 * self.g) * b]
+        global_rows = tf.transpose(global_rows, [0, 2, 1, 3])
+        return tf.concat([global_rows[:, :span], middle, global_rows[:, span:]], axis=1)
+
+    # -------------------------------------------------------------- drivers
+    def attend(self, q, k, v, table, weights, r_w_bias, r_r_bias) -> tf.Tensor:
+        """All middle rows as one chunk; differentiated by TensorFlow. -> [B, T, H, V]."""
+        inputs = self.chunk_slots(0, q, k, v, table)[:-1]
+        return self.assemble(self.global_rows(self.ends(q), k, v, table, weights, r_w_bias, r_r_bias),
+                             self.middle_rows(0, *inputs, weights, r_w_bias, r_r_bias)[tf.newaxis])
+
+    def attend_in_chunks(self, q, k, v, table, weights, r_w_bias, r_r_bias, num_chunks: int
+                         ) -> tf.Tensor:
+        """The middle rows chunk by chunk in a sequential tf.while_loop, with a hand-written
+        backward pass: it recomputes each chunk under its own tape and adds the chunk's key and
+        value gradients into one [B, H, n, b, D] buffer each (a scatter-add), so memory is q, k,
+        v, their gradients and one chunk's intermediates, whatever T is. (TensorFlow's own
+        gradient of a while loop adds a whole-size k and v gradient per iteration.) The table
+        must be constant here. -> [B, T, H, V]."""
+        n, b = self.n, self.b
+        step = functools.partial(_loop, num_chunks)
+
+        @tf.custom_gradient
+        def attend(q, k, v, weights, r_w_bias, r_r_bias):
+            parameters = (weights, r_w_bias, r_r_bias)
+            global_rows = self.global_rows(self.ends(q), k, v, table, *parameters)
+
+            def forward(chunk, outputs):
+                inputs = self.chunk_slots(chunk, q, k, v, table)[:-1]
+                return outputs.write(chunk, self.middle_rows(chunk, *inputs, *parameters))
+
+            middle = step(forward, tf.TensorArray(q.dtype, size=num_chunks))
+            output = self.assemble(global_rows, middle.stack())
+
+            def backward(d_output: tf.Tensor):  # [B, T, H, V]
+                batch, heads = tf.shape(q)[0], q.shape[1]
+                q_ends = self.ends(q)
+                with tf.GradientTape() as tape:
+                    tape.watch([q_ends, k, v, *parameters])
+                    out = self.global_rows(q_ends, k, v, table, *parameters)
+                d_ends, d_k, d_v, *d_parameters = tape.gradient(
+                    out, [q_ends, k, v, *parameters],
+                    output_gradients=tf.transpose(self.ends(d_output, axis=1), [0, 2, 1, 3]))
+                d_rows = tf.reshape(d_output, [batch, n, b, heads, -1])
+
+                def backward_chunk(chunk, d_q, d_k, d_v, *d_parameters):
+                    q_rows, k_slots, v_slots, allowed, window_table, frames, index = \
+                        self.chunk_slots(chunk, q, k, v, table)
+                    lo = chunk * self.rows
+                    row_blocks = self.g + lo + tf.range(self.rows)
+                    d_out = tf.gather(d_rows, tf.minimum(row_blocks, n - 1), axis=1)  # [B, R, b, H, V]
+                    real = tf.cast(row_blocks < n - self.g, d_out.dtype)  # 0 on padded rows
+                    d_out = tf.transpose(d_out * real[:, tf.newaxis, tf.newaxis, tf.newaxis],
+                                         [0, 3, 1, 2, 4])
+                    with tf.GradientTape() as tape:
+                        tape.watch([q_rows, k_slots, v_slots, *parameters])
+                        out = self.middle_rows(chunk, q_rows, k_slots, v_slots, allowed,
+                                               window_table, frames, *parameters)
+                    grads = tape.gradient(out, [q_rows, k_slots, v_slots, *parameters],
+                                          output_gradients=d_out)
+                    return (d_q.write(chunk, grads[0]), _scatter_add(d_k, index, grads[1]),
+                            _scatter_add(d_v, index, grads[2]),
+                            *(total + new for total, new in zip(d_parameters, grads[3:])))
+
+                d_q, d_k, d_v, *d_parameters = step(
+                    backward_chunk, tf.TensorArray(q.dtype, size=num_chunks),
+                    tf.reshape(d_k, [batch, heads, n, b, -1]),
+                    tf.reshape(d_v, [batch, heads, n, b, -1]), *d_parameters)
+                d_q = tf.transpose(self.assemble(d_ends, d_q.stack()), [0, 2, 1, 3])
+                return (d_q, tf.reshape(d_k, tf.shape(k)), tf.reshape(d_v, tf.shape(v)),
+                        *d_parameters)
+
+            return output, backward
+
+        return attend(q, k, v, weights, r_w_bias, r_r_bias)
 
 
-def _global_rows(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, r_k: tf.Tensor, r_w_bias: tf.Tensor,
-                 r_r_bias: tf.Tensor, *, global_tokens: int, mask: tf.Tensor | None,
-                 dropout_rate: float, seed: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Dense attention of the first and the last `global_tokens` queries over all T keys.
-
-    q, k [B, H, T, K], v [B, H, T, V], r_k [H, 2T-1, K] -> two [B, H, global_tokens, V].
-    """
-    num_tokens = q.shape[2]
-    outputs = []
-    for index, start in enumerate((0, num_tokens - global_tokens)):
-        # Row m of r_k is distance m - (T-1); queries from `start` need -(start+gb-1) .. T-1-start.
-        table = r_k[:, num_tokens - global_tokens - start: 2 * num_tokens - 1 - start]  # [H, T+gb-1, K]
-        outputs.append(dense_attention(
-            q[:, :, start:start + global_tokens], k, v, table, r_w_bias, r_r_bias, mask=mask,
-            dropout_rate=dropout_rate,
-            seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)))
-    return outputs[0], outputs[1]
+def _loop(num_chunks: int, body, *state):
+    """state = body(chunk, *state) for chunk = 0 .. num_chunks - 1, one chunk at a time."""
+    final = tf.while_loop(lambda chunk, *_: chunk < num_chunks,
+                          lambda chunk, *rest: (chunk + 1, *_as_tuple(body(chunk, *rest))),
+                          (tf.constant(0), *state), parallel_iterations=1)
+    return final[1] if len(state) == 1 else final[1:]
 
 
-def _middle_rows(q: tf.Tensor, k_blocks: tf.Tensor, v_blocks: tf.Tensor, window_table: tf.Tensor,
-                 r_k_weights: tf.Tensor, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor, *,
-                 blocks: tf.Tensor, valid: tf.Tensor, row_blocks: tf.Tensor, table: tf.Tensor,
-                 project_queries: bool, key_blocks_allowed: tf.Tensor | None, window_blocks: int, num_blocks: int,
-                 dropout_rate: float, seed: tf.Tensor | None) -> tf.Tensor:
-    """Attention of R middle query blocks over their S key blocks.
+def _as_tuple(x) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
 
-    q [B, H, R, b, K] for the query blocks `row_blocks` [R]; k_blocks [B, H, n, b, K], v_blocks
-    [B, H, n, b, V]; window_table [H, (w+1)b - 1, K] (r_k rows of the window's distances);
-    `table` is r_k [H, 2T-1, K], or with `project_queries` the features [2T-1, F] with
-    r_k = features @ r_k_weights [F, H, K] (otherwise r_k_weights is unused); r_w_bias,
-    r_r_bias [1, H, 1, K]; blocks, valid [H, R, S] (window slots first); key_blocks_allowed
-    [B, H, n, b] bool or None. Returns [B, H, R, b, V].
-    """
-    batch, heads, rows, b = tf.shape(q)[0], q.shape[1], q.shape[2], q.shape[3]
-    slots = blocks.shape[-1]
-    q_content = q + r_w_bias[:, :, tf.newaxis]
-    q_relative = q + r_r_bias[:, :, tf.newaxis]
-    blocks = tf.clip_by_value(blocks, 0, num_blocks - 1)  # invalid slots point anywhere, masked below
-    index = tf.tile(blocks[tf.newaxis], [batch, 1, 1, 1])  # [B, H, R, S]
 
-    def gather_slots(x: tf.Tensor) -> tf.Tensor:  # [B, H, n, b, ...] -> [B, H, R, S * b, ...]
-        gathered = tf.gather(x, index, axis=2, batch_dims=2)
-        return tf.reshape(gathered, tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0))
+def _relative_queries(queries: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:
+    """(q + r_r_bias) [B, H, ..., K] in the table's space: itself for r_k, projected onto the
+    feature axis (weights [F, H, K]) for the features table."""
+    if weights is None:
+        return queries
+    shape = tf.shape(queries)
+    flat = tf.reshape(queries, [shape[0], shape[1], -1, queries.shape[-1]])
+    projected = tf.einsum("bhtk,fhk->bhtf", flat, weights)
+    return tf.reshape(projected, tf.concat([shape[:-1], [weights.shape[0]]], 0))
 
-    logits = tf.einsum("bhrqk,bhrck->bhrqc", q_content, gather_slots(k_blocks))  # [B, H, R, b, S*b]
-    window_relative = skew(tf.einsum("bhrqk,hmk->bhrqm", q_relative, window_table))  # [.., b, w*b]
-    # Table rows for each (query block, key block) pair: the 2b-1 distances from (delta-1)b+1
-    # to (delta+1)b-1 start at row (n - 1 + delta) b.
-    delta = blocks[:, :, window_blocks:] - row_blocks[tf.newaxis, :, tf.newaxis]  # [H, R, s]
-    first_row = tf.clip_by_value(num_blocks - 1 + delta, 0, 2 * num_blocks - 2) * b  # padded rows: anywhere
-    table_rows = first_row[..., tf.newaxis] + tf.range(2 * b - 1)  # [H, R, s, 2b-1]
-    if project_queries:
-        frames = tf.gather(table, table_rows)  # [H, R, s, 2b-1, F]
-        q_table = tf.einsum("bhrqk,fhk->bhrqf", q_relative, r_k_weights)  # [B, H, R, b, F]
-    else:
-        frames = tf.gather(table, table_rows, axis=1, batch_dims=1)  # [H, R, s, 2b-1, K]
-        q_table = q_relative
-    extra_relative = skew(tf.einsum("bhrqd,hrsmd->bhrsqm", q_table, frames))  # [B, H, R, s, b, b]
-    extra_relative = tf.reshape(tf.transpose(extra_relative, [0, 1, 2, 4, 3, 5]),
-                                [batch, heads, rows, b, (slots - window_blocks) * b])
-    logits += tf.concat([window_relative, extra_relative], axis=-1)
-    allowed = tf.repeat(valid, b, axis=-1)[tf.newaxis, :, :, tf.newaxis, :]  # [1, H, R, 1, S*b]
-    if key_blocks_allowed is not None:
-        allowed = tf.logical_and(allowed, gather_slots(key_blocks_allowed)[:, :, :, tf.newaxis, :])
-    logits = tf.where(allowed, logits, large_negative(logits.dtype))
-    weights = tf.nn.softmax(logits)
-    if seed is not None:
-        weights = tf.nn.experimental.stateless_dropout(weights, rate=dropout_rate, seed=seed)
-    return tf.einsum("bhrqc,bhrcv->bhrqv", weights, gather_slots(v_blocks))
+
+def _scatter_add(target: tf.Tensor, index: tf.Tensor, slots: tf.Tensor) -> tf.Tensor:
+    """target [B, H, n, b, D] += the slot gradients slots [B, H, R, S*b, D] at key blocks
+    index [B, H, R, S] (repeated blocks add up)."""
+    shape = tf.shape(index)
+    batch = tf.broadcast_to(tf.range(shape[0])[:, tf.newaxis, tf.newaxis, tf.newaxis], shape)
+    head = tf.broadcast_to(tf.range(shape[1])[tf.newaxis, :, tf.newaxis, tf.newaxis], shape)
+    updates = tf.reshape(slots, tf.concat([shape, tf.shape(target)[3:]], 0))
+    return tf.tensor_scatter_nd_add(target, tf.stack([batch, head, index], axis=-1), updates)

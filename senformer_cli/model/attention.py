@@ -124,8 +124,8 @@ class MultiheadAttention(snt.Module):
         if key_mask is not None:
             key_mask = tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :]
             mask = key_mask if mask is None else tf.logical_and(mask, key_mask)
-        output = dense_attention(q, k, v, self._relative_keys(features), self._r_w_bias, self._r_r_bias, mask=mask,
-                                 dropout_rate=self._attention_dropout_rate,
+        output = dense_attention(q, k, v, self._relative_keys(features), self._r_w_bias,
+                                 self._r_r_bias, mask=mask, dropout_rate=self._attention_dropout_rate,
                                  seed=self._dropout_seed(is_training))
         return tf.transpose(output, [0, 2, 1, 3])
 

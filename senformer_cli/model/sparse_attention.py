@@ -181,8 +181,7 @@ class _Pieces:
 
     def __init__(self, *, blocks: tf.Tensor, valid: tf.Tensor, key_blocks_allowed: tf.Tensor | None,
                  num_blocks: int, block_size: int, num_global_blocks: int, window_blocks: int,
-                 rows: int,
-                 dropout_rate: float, seed: tf.Tensor | None):
+                 rows: int, dropout_rate: float, seed: tf.Tensor | None):
         self.blocks, self.valid = blocks, valid  # [H, padded middle rows, S], window slots first
         self.key_blocks_allowed = key_blocks_allowed  # [B, H, n, b] bool or None
         self.n, self.b, self.g, self.w = num_blocks, block_size, num_global_blocks, window_blocks

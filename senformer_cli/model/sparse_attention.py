@@ -165,8 +165,8 @@ class SparseMultiheadAttention(MultiheadAttention):
         # (q . W f(d) = (W^T q) . f(d)), so nothing of r_k's size [H, 2T-1, K] is built or
         # differentiated. (3x the multiply-adds of that term, which is small.)
         self._r_k_layer(features[:1])  # creates r_k_layer's weights on the first call
-        weights = tf.reshape(self._r_k_layer.w, [-1, heads, key_size])
-        return pieces.attend_in_chunks(q, k, v, tf.stop_gradient(features)[tf.newaxis], weights,
+        r_k_weights = tf.reshape(self._r_k_layer.w, [-1, heads, key_size])
+        return pieces.attend_in_chunks(q, k, v, tf.stop_gradient(features)[tf.newaxis], r_k_weights,
                                        tf.convert_to_tensor(self._r_w_bias),
                                        tf.convert_to_tensor(self._r_r_bias), num_chunks)
 
@@ -175,8 +175,8 @@ class _Pieces:
     """The sparse attention of one call, cut into pieces: the global query rows, and chunks of
     `rows` middle query blocks (chunk c: middle rows c*rows ..; padded rows are masked).
 
-    Positional tables: `table` [H, 2T-1, K] is r_k (`weights` None), or [1, 2T-1, F] the features
-    with `weights` [F, H, K] the r_k projection. r_w_bias, r_r_bias [1, H, 1, K].
+    Positional tables: `table` [H, 2T-1, K] is r_k (`r_k_weights` None), or [1, 2T-1, F] the features
+    with `r_k_weights` [F, H, K] the r_k projection. r_w_bias, r_r_bias [1, H, 1, K].
     """
 
     def __init__(self, *, blocks: tf.Tensor, valid: tf.Tensor, key_blocks_allowed: tf.Tensor | None,
@@ -198,12 +198,13 @@ class _Pieces:
         return tf.gather(x, list(range(span)) + list(range(num_tokens - span, num_tokens)), axis=axis)
 
     def global_rows(self, q_ends: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor,
-                    weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor) -> tf.Tensor:
+                    r_k_weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor
+                    ) -> tf.Tensor:
         """The first and last g blocks' queries q_ends [B, H, 2gb, K] over all T keys: dense, in
         one softmax and one product with v (so v gets one gradient). -> [B, H, 2gb, V]."""
         num_tokens, span = self.n * self.b, self.g * self.b
         content = tf.matmul(q_ends + r_w_bias, k, transpose_b=True)  # [B, H, 2gb, T]
-        relative_queries = _relative_queries(q_ends + r_r_bias, weights)
+        relative_queries = _relative_queries(q_ends + r_r_bias, r_k_weights)
         relative = []
         for end, start in enumerate((0, num_tokens - span)):
             # Row m of the table is distance m - (T-1); queries from `start` need
@@ -240,7 +241,8 @@ class _Pieces:
 
         def gather_slots(x: tf.Tensor) -> tf.Tensor:  # [B, H, n, b, ...] -> [B, H, R, S*b, ...]
             gathered = tf.gather(x, index, axis=2, batch_dims=2)
-            return tf.reshape(gathered, tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0))
+            shape = tf.concat([[batch, heads, rows, slots * b], tf.shape(x)[4:]], 0)
+            return tf.reshape(gathered, shape)
 
         q_rows = tf.gather(by_block(q), tf.minimum(row_blocks, n - 1), axis=2)  # padded rows: anywhere
         allowed = tf.repeat(valid, b, axis=-1)[tf.newaxis, :, :, tf.newaxis, :]
@@ -265,12 +267,13 @@ class _Pieces:
 
     def middle_rows(self, chunk, q_rows: tf.Tensor, k_slots: tf.Tensor, v_slots: tf.Tensor,
                     allowed: tf.Tensor, window_table: tf.Tensor, frames: tf.Tensor,
-                    weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor) -> tf.Tensor:
+                    r_k_weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor
+                    ) -> tf.Tensor:
         """One chunk's query blocks over their S key blocks (see `chunk_slots`) -> [B, H, R, b, V]."""
         batch, heads, rows, b = tf.shape(q_rows)[0], q_rows.shape[1], q_rows.shape[2], q_rows.shape[3]
         r_w_bias, r_r_bias = r_w_bias[:, :, tf.newaxis], r_r_bias[:, :, tf.newaxis]
         logits = tf.matmul(q_rows + r_w_bias, k_slots, transpose_b=True)  # [B, H, R, b, S*b]
-        relative_queries = _relative_queries(q_rows + r_r_bias, weights)  # [B, H, R, b, D]
+        relative_queries = _relative_queries(q_rows + r_r_bias, r_k_weights)  # [B, H, R, b, D]
         window = skew(tf.matmul(relative_queries, window_table[tf.newaxis, :, tf.newaxis],
                                 transpose_b=True))  # [B, H, R, b, w*b]
         extra = skew(tf.einsum("bhrqd,hrsmd->bhrsqm", relative_queries, frames))  # [B, H, R, s, b, b]
@@ -290,13 +293,14 @@ class _Pieces:
         return tf.concat([global_rows[:, :span], middle, global_rows[:, span:]], axis=1)
 
     # -------------------------------------------------------------- drivers
-    def attend(self, q, k, v, table, weights, r_w_bias, r_r_bias) -> tf.Tensor:
+    def attend(self, q, k, v, table, r_k_weights, r_w_bias, r_r_bias) -> tf.Tensor:
         """All middle rows as one chunk; differentiated by TensorFlow. -> [B, T, H, V]."""
+        parameters = (r_k_weights, r_w_bias, r_r_bias)
         inputs = self.chunk_slots(0, q, k, v, table)[:-1]
-        return self.assemble(self.global_rows(self.ends(q), k, v, table, weights, r_w_bias, r_r_bias),
-                             self.middle_rows(0, *inputs, weights, r_w_bias, r_r_bias)[tf.newaxis])
+        return self.assemble(self.global_rows(self.ends(q), k, v, table, *parameters),
+                             self.middle_rows(0, *inputs, *parameters)[tf.newaxis])
 
-    def attend_in_chunks(self, q, k, v, table, weights, r_w_bias, r_r_bias, num_chunks: int
+    def attend_in_chunks(self, q, k, v, table, r_k_weights, r_w_bias, r_r_bias, num_chunks: int
                          ) -> tf.Tensor:
         """The middle rows chunk by chunk in a sequential tf.while_loop, with a hand-written
         backward pass: it recomputes each chunk under its own tape and adds the chunk's key and
@@ -308,8 +312,8 @@ class _Pieces:
         step = functools.partial(_loop, num_chunks)
 
         @tf.custom_gradient
-        def attend(q, k, v, weights, r_w_bias, r_r_bias):
-            parameters = (weights, r_w_bias, r_r_bias)
+        def attend(q, k, v, r_k_weights, r_w_bias, r_r_bias):
+            parameters = (r_k_weights, r_w_bias, r_r_bias)
             global_rows = self.global_rows(self.ends(q), k, v, table, *parameters)
 
             def forward(chunk, outputs):
@@ -359,7 +363,7 @@ class _Pieces:
 
             return output, backward
 
-        return attend(q, k, v, weights, r_w_bias, r_r_bias)
+        return attend(q, k, v, r_k_weights, r_w_bias, r_r_bias)
 
 
 def _loop(num_chunks: int, body, *state):
@@ -374,15 +378,15 @@ def _as_tuple(x) -> tuple:
     return x if isinstance(x, tuple) else (x,)
 
 
-def _relative_queries(queries: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:
+def _relative_queries(queries: tf.Tensor, r_k_weights: tf.Tensor | None) -> tf.Tensor:
     """(q + r_r_bias) [B, H, ..., K] in the table's space: itself for r_k, projected onto the
-    feature axis (weights [F, H, K]) for the features table."""
-    if weights is None:
+    feature axis (r_k_weights [F, H, K]) for the features table."""
+    if r_k_weights is None:
         return queries
     shape = tf.shape(queries)
     flat = tf.reshape(queries, [shape[0], shape[1], -1, queries.shape[-1]])
-    projected = tf.einsum("bhtk,fhk->bhtf", flat, weights)
-    return tf.reshape(projected, tf.concat([shape[:-1], [weights.shape[0]]], 0))
+    projected = tf.einsum("bhtk,fhk->bhtf", flat, r_k_weights)
+    return tf.reshape(projected, tf.concat([shape[:-1], [r_k_weights.shape[0]]], 0))
 
 
 def _scatter_add(target: tf.Tensor, index: tf.Tensor, slots: tf.Tensor) -> tf.Tensor:

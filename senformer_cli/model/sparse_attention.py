@@ -219,6 +219,10 @@ class _Pieces:
                                dropout_rate=self.dropout_rate, seed=self._seed(-1))
 
     # -------------------------------------------------------------- the middle rows
+    def row_blocks(self, chunk) -> tf.Tensor:
+        """The query blocks of chunk `chunk`, int32 [R]; padded rows run past n - g - 1."""
+        return self.g + chunk * self.rows + tf.range(self.rows)
+
     def chunk_slots(self, chunk, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor,
                     ) -> tuple[tf.Tensor, ...]:
         """Inputs of chunk `chunk` gathered from q, k [B, H, T, K], v [B, H, T, V]:
@@ -231,7 +235,7 @@ class _Pieces:
         lo = chunk * rows
         blocks = self.blocks[:, lo:lo + rows]  # [H, R, S]
         valid = self.valid[:, lo:lo + rows]
-        row_blocks = self.g + lo + tf.range(rows)
+        row_blocks = self.row_blocks(chunk)
         slots = blocks.shape[-1]
         blocks = tf.clip_by_value(blocks, 0, n - 1)  # invalid slots point anywhere, masked
         index = tf.tile(blocks[tf.newaxis], [batch, 1, 1, 1])
@@ -318,9 +322,9 @@ class _Pieces:
 
             def forward(chunk, outputs):
                 inputs = self.chunk_slots(chunk, q, k, v, table)[:-1]
-                return outputs.write(chunk, self.middle_rows(chunk, *inputs, *parameters))
+                return (outputs.write(chunk, self.middle_rows(chunk, *inputs, *parameters)),)
 
-            middle = step(forward, tf.TensorArray(q.dtype, size=num_chunks))
+            middle, = step(forward, tf.TensorArray(q.dtype, size=num_chunks))
             output = self.assemble(global_rows, middle.stack())
 
             def backward(d_output: tf.Tensor):  # [B, T, H, V]
@@ -337,8 +341,7 @@ class _Pieces:
                 def backward_chunk(chunk, d_q, d_k, d_v, *d_parameters):
                     q_rows, k_slots, v_slots, allowed, window_table, frames, index = \
                         self.chunk_slots(chunk, q, k, v, table)
-                    lo = chunk * self.rows
-                    row_blocks = self.g + lo + tf.range(self.rows)
+                    row_blocks = self.row_blocks(chunk)
                     d_out = tf.gather(d_rows, tf.minimum(row_blocks, n - 1), axis=1)  # [B, R, b, H, V]
                     real = tf.cast(row_blocks < n - self.g, d_out.dtype)  # 0 on padded rows
                     d_out = tf.transpose(d_out * real[:, tf.newaxis, tf.newaxis, tf.newaxis],
@@ -367,15 +370,11 @@ class _Pieces:
 
 
 def _loop(num_chunks: int, body, *state):
-    """state = body(chunk, *state) for chunk = 0 .. num_chunks - 1, one chunk at a time."""
+    """state = body(chunk, *state) (a tuple) for chunk = 0 .. num_chunks - 1, one chunk at a time."""
     final = tf.while_loop(lambda chunk, *_: chunk < num_chunks,
-                          lambda chunk, *rest: (chunk + 1, *_as_tuple(body(chunk, *rest))),
+                          lambda chunk, *rest: (chunk + 1, *body(chunk, *rest)),
                           (tf.constant(0), *state), parallel_iterations=1)
-    return final[1] if len(state) == 1 else final[1:]
-
-
-def _as_tuple(x) -> tuple:
-    return x if isinstance(x, tuple) else (x,)
+    return final[1:]
 
 
 def _relative_queries(queries: tf.Tensor, r_k_weights: tf.Tensor | None) -> tf.Tensor:

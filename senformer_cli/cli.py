@@ -146,6 +146,30 @@ def data_inspect(
         raise typer.Exit(code=1)
 
 
+# ---------------------------------------------------------------- evaluate, compare (issue 7)
+# (commands of this section go here)
+
+
+# ---------------------------------------------------------------- export (issue 7)
+# (commands of this section go here)
+
+
+# ---------------------------------------------------------------- train (issue 8)
+# (commands of this section go here)
+
+
+# ---------------------------------------------------------------- profile (issue 9)
+# (commands of this section go here)
+
+
+# ---------------------------------------------------------------- receptive-field (issue 10)
+# (commands of this section go here)
+
+
+# ---------------------------------------------------------------- demo (issue 11)
+# (commands of this section go here)
+
+
 def main() -> None:
     app(prog_name="senformer")
 

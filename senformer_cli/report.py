@@ -132,3 +132,27 @@ def data_inspect(summary: dict[str, Any]) -> None:
         console.print("[green]files agree with statistics.json[/]")
     for problem in summary["problems"]:
         console.print(f"[red]disagrees:[/] {problem}", highlight=False)
+
+
+# ---------------------------------------------------------------- evaluate, compare (issue 7)
+# (renderers of this section go here)
+
+
+# ---------------------------------------------------------------- export (issue 7)
+# (renderers of this section go here)
+
+
+# ---------------------------------------------------------------- train (issue 8)
+# (renderers of this section go here)
+
+
+# ---------------------------------------------------------------- profile (issue 9)
+# (renderers of this section go here)
+
+
+# ---------------------------------------------------------------- receptive-field (issue 10)
+# (renderers of this section go here)
+
+
+# ---------------------------------------------------------------- demo (issue 11)
+# (renderers of this section go here)

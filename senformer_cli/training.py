@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import math
 import os
@@ -485,6 +486,20 @@ def forward(model, inputs, head: str, trainable: str, seed):
     return model.heads[head](embedding, is_training=True)
 
 
+def create_variables(model) -> None:
+    """Create the model's variables: small models by one eager call on zeros (seconds), larger
+    ones by tracing a call without autograph (nothing is computed)."""
+    import tensorflow as tf
+
+    config = model.config
+    if config.channels * config.sequence_length <= 96 * 65_536:
+        model(tf.zeros([1, config.sequence_length, 4]), is_training=False)
+    else:
+        spec = tf.TensorSpec([1, config.sequence_length, 4], tf.float32)
+        tf.function(lambda x: model(x, is_training=False), autograph=False
+                    ).get_concrete_function(spec)
+
+
 def copy_weights(source, target, skip_heads: Sequence[str] = ()) -> list[str]:
     """Assign `source`'s variables to `target`'s of the same name (instance prefix ignored).
 
@@ -531,7 +546,7 @@ class _Predictor:
         import tensorflow as tf
 
         self._model = model
-        self._predict = tf.function(lambda x: model(x, is_training=False))
+        self._predict = tf.function(lambda x: model(x, is_training=False), autograph=False)
 
     def __call__(self, inputs, is_training: bool = False):
         if is_training:
@@ -699,7 +714,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     from senformer_cli.data import load_dataset
     from senformer_cli.data.basenji import split_files
-    from senformer_cli.model import build_model, build_variables
+    from senformer_cli.model import build_model
 
     progress = progress or (lambda state: None)
     notify = notify or (lambda line: None)
@@ -714,6 +729,10 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
     heads = list(train.data)
     if not heads:
         raise SenformerError("no training data: give --data DIR")
+    # Sonnet's initialisers draw from TensorFlow's global generator, and tf.data's seeded shuffles
+    # combine their seed with the global one: seeding it first makes the initial weights and the
+    # data order functions of --seed alone, whatever ran before in this process.
+    tf.random.set_seed(train.seed)
     for head, data_dir in train.data.items():
         split_files(data_dir, "valid")  # validation needs the valid split: fail before training
     data = load_dataset(train.data, "train", config, batch_size=train.batch_size, seed=train.seed,
@@ -723,7 +742,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     with strategy.scope():
         model = build_model(config)
-        build_variables(model)
+        create_variables(model)
         if plan.initial is not None:
             copy_weights(plan.initial.model, model, skip_heads=plan.new_heads)
         per_head = {head: trainable_variables(model, train.trainable, head, plan.new_heads)
@@ -884,9 +903,11 @@ def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
         return total_loss, norm, finite
 
     if train.jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
+        replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
 
-    @tf.function
+    # No autograph: the model's loops are explicit tf.while_loops, and converting every Sonnet
+    # module makes tracing several times slower.
+    @functools.partial(tf.function, autograph=False)
     def step(iterator, step_index, learning_rate):
         batches = [next(iterator) for _ in range(micro_batches)]
         results = strategy.run(replica_step, args=(batches, step_index, learning_rate))

@@ -169,13 +169,21 @@ def evaluation_progress(enabled: bool = True) -> Iterator[Callable[[int, int], N
     bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sequences"), SpeedColumn(), TimeElapsedColumn(),
                    TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True)
-    task = bar.add_task("evaluate", total=None)
+    tasks: list = []
 
     def progress(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        # The bar appears with the first sequence count (after the model is loaded and traced),
+        # so its clock and rate measure evaluation only.
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task("evaluate", total=total))
+        bar.update(tasks[0], completed=done, total=total)
 
-    with bar:
+    try:
         yield progress
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _untrained_note(summary: dict[str, Any], who: str | None = None) -> None:

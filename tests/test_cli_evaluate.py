@@ -243,10 +243,17 @@ def test_compare_results_statistics_equal_numpy_and_scipy(tmp_path):
     ([], "compare needs two models"),
     (["tiny"], "compare needs two models"),
     (["--results", "NOPE_A", "NOPE_B"], "NOPE_A: no such evaluate --out folder"),
+    (["--results", "A", "B", "--out", "full"], "--out full: directory is not empty"),
 ])
 def test_compare_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    values = {"cage": np.linspace(0, 1, 6), "all": np.linspace(0, 1, 6)}
+    for name in ("A", "B"):
+        write_evaluation_folder(tmp_path / name, values, mean_r={"cage": 0.5, "all": 0.5})
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
     user_error(invoke("compare", *args), needle)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
 
 
 def test_compare_results_with_different_bins_is_one_line_and_exit_2(tmp_path):

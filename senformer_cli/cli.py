@@ -151,7 +151,38 @@ def data_inspect(
 
 
 # ---------------------------------------------------------------- export (issue 7)
-# (commands of this section go here)
+MODEL_OPTION_HELP = ("A preset (enformer, s-enformer, small, tiny: seeded random weights), a run "
+                     "directory of senformer train (best checkpoint, else the latest), "
+                     "RUN/checkpoints/ckpt-N, a folder written by senformer export, or "
+                     "enformer-pretrained (DeepMind's published weights, see --weights).")
+WEIGHTS_OPTION = typer.Option(None, "--weights", metavar="DIR",
+                              help="Folder with the published Enformer checkpoint (for --model "
+                              "enformer-pretrained; else $SENFORMER_ENFORMER_WEIGHTS, then "
+                              "~/.cache/senformer/enformer-pretrained/).")
+
+
+@app.command("export")
+@user_errors
+def export(
+    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=MODEL_OPTION_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the SavedModel (written atomically)."),
+    overrides: Optional[List[str]] = SET_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out even if it holds files."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write a model as a TensorFlow SavedModel with a predict_on_batch signature ([None, L, 4]
+    one-hot -> {head: [None, bins, tracks]}) and its configuration inside; plain
+    tf.saved_model.load runs it, and --model DIR reads it back."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.model.export import export_model
+
+    values = parse_overrides(overrides or [])
+    with report.stages(enabled=not as_json) as progress:
+        summary = export_model(model, out, values, weights=weights, overwrite=overwrite,
+                               progress=progress)
+    report.print_json(summary) if as_json else report.export_summary(summary)
 
 
 # ---------------------------------------------------------------- train (issue 8)

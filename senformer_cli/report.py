@@ -139,7 +139,40 @@ def data_inspect(summary: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- export (issue 7)
-# (renderers of this section go here)
+import contextlib  # noqa: E402  (kept in this section to spare merges)
+from typing import Callable, Iterator  # noqa: E402
+
+
+@contextlib.contextmanager
+def stages(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the current stage of a long operation; yields `progress(stage)`.
+    Off (a no-op callable) when disabled or when stderr is not a terminal."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda stage: None
+        return
+    with err_console.status("starting") as status:
+        yield lambda stage: status.update(f"{stage}...")
+
+
+def export_summary(summary: dict[str, Any]) -> None:
+    """What `senformer export` wrote."""
+    table = Table(title=f"SavedModel written to {summary['out']}", title_justify="left",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("model", summary["model"])
+    table.add_row("signature", f"{summary['signature']}: float32 {_shape(summary['input_shape'])} -> "
+                  + ", ".join(f"{head} {_shape(shape)}" for head, shape in summary["outputs"].items()))
+    table.add_row("attention", summary["attention"])
+    table.add_row("parameters", _fmt_int(summary["parameters"]))
+    table.add_row("size", f"{summary['size_bytes'] / 1e6:,.1f} MB")
+    table.caption = (f"plain TensorFlow: tf.saved_model.load('{summary['out']}')"
+                     f".predict_on_batch(x); this tool: --model {summary['out']}")
+    console.print(table)
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
 
 
 # ---------------------------------------------------------------- train (issue 8)

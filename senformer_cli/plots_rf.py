@@ -49,8 +49,10 @@ def plot_receptive_field(result, path: Path) -> None:
         if k // columns == rows - 1:
             axis.set_xlabel("input position (kb)", fontsize=8)
         axis.tick_params(labelsize=7)
+    floors = [m.noise_floor for m in models if m.noise_floor > 0]
     if positive.size:
-        axes[0][0].set_ylim(positive.min() / 2, positive.max() * 2)
+        low = min([positive.min()] + floors)
+        axes[0][0].set_ylim(low / 2, positive.max() * 2)
     for k in range(len(positions), rows * columns):
         axes[k // columns][k % columns].axis("off")
     settings = result.settings

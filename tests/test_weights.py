@@ -37,7 +37,7 @@ def test_each_layer_draws_its_own_random_blocks():
         assert not np.array_equal(other, table)
 
 
-# ----------------------------------------------------------------------------- Enformer -> S-Enformer
+# ------------------------------------------------------------------- Enformer -> S-Enformer
 def one_hot(config: ModelConfig, seed: int) -> tf.Tensor:
     index = np.random.default_rng(seed).integers(0, 4, size=(1, config.sequence_length))
     return tf.constant(np.eye(4, dtype=np.float32)[index])

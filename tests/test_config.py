@@ -149,7 +149,7 @@ def test_load_reports_bad_files_by_name(tmp_path):
         ModelConfig.load(unknown)
     array = tmp_path / "array.json"
     array.write_text("[384, 11]")
-    with pytest.raises(SenformerError, match=r"array.json: expected a JSON object of config fields"):
+    with pytest.raises(SenformerError, match=r"array.json: expected a JSON object of config"):
         ModelConfig.load(array)
     invalid = tmp_path / "invalid.json"
     invalid.write_text(json.dumps({"channels": 100}))

@@ -147,7 +147,108 @@ def data_inspect(
 
 
 # ---------------------------------------------------------------- evaluate, compare (issue 7)
-# (commands of this section go here)
+MODEL_SPEC_HELP = ("a preset (enformer, s-enformer, small, tiny: untrained), a run directory of "
+                   "`senformer train`, RUN/checkpoints/ckpt-N, a SavedModel directory of "
+                   "`senformer export`, or enformer-pretrained")
+DATA_OPTION = typer.Option(None, "--data", "-d", metavar="DIR",
+                           help="One organism's Basenji data directory (statistics.json, "
+                           "tfrecords/, sequences.bed, targets sheet), e.g. data/human.")
+GENOME_OPTION = typer.Option(None, "--genome", metavar="FASTA",
+                             help="The genome the records were cut from (hg38.ml.fa / mm10.ml.fa): "
+                             "records are extended to the model's input with its flanks. "
+                             "Default: N padding.")
+HEAD_OPTION = typer.Option(None, "--head", help="The model head to score (default: the data "
+                           "directory's name, e.g. human).")
+SPLIT_OPTION = typer.Option("test", "--split", help="train, valid or test.")
+MAX_SEQUENCES_OPTION = typer.Option(None, "--max-sequences", "-n", min=1,
+                                    help="Evaluate the first N records of the split only.")
+BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", "-b", min=1, help="Sequences per forward pass.")
+METRIC_OPTION = typer.Option("per-track", "--metric",
+                             help="per-track: Pearson r per track over all (sequence, bin) pairs, "
+                             "mean per track type (the Enformer paper's); pooled: one r over all "
+                             "bins x tracks x sequences of a type (the S-Enformer report's).")
+AVERAGE_RC_OPTION = typer.Option(False, "--average-rc",
+                                 help="Average the forward and reverse-complement predictions.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", metavar="DIR",
+                              help="Folder of the published weights (enformer-pretrained).")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=f"The model: {MODEL_SPEC_HELP}."),
+    data: Optional[Path] = DATA_OPTION,
+    genome: Optional[Path] = GENOME_OPTION,
+    head: Optional[str] = HEAD_OPTION,
+    split: str = SPLIT_OPTION,
+    max_sequences: Optional[int] = MAX_SEQUENCES_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    metric: str = METRIC_OPTION,
+    average_rc: bool = AVERAGE_RC_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       help="Write summary.json, tracks.csv and sequences.csv "
+                                       "here (refused if it holds files, unless --overwrite)."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mean Pearson r per track type (DNase/ATAC, ChIP histone, ChIP TF, CAGE) of a model on one
+    organism's test split: the Enformer paper's metric."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.evaluation import evaluate
+
+    values = parse_overrides(overrides or [])
+    with report.evaluation_progress(enabled=not as_json) as progress:
+        result = evaluate(model, data, overrides=values, weights=weights, out=out,
+                          overwrite=overwrite, split=split, head=head, genome=genome,
+                          max_sequences=max_sequences, batch_size=batch_size, metric=metric,
+                          average_rc=average_rc, progress=progress)
+    report.print_json(result.summary) if as_json else report.evaluation(result, out)
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    a: Optional[str] = typer.Argument(None, metavar="A", help="Model A (as for evaluate --model), "
+                                      "or with --results an `evaluate --out` folder."),
+    b: Optional[str] = typer.Argument(None, metavar="B", help="Model B, or an `evaluate --out` "
+                                      "folder with --results."),
+    results: bool = typer.Option(False, "--results",
+                                 help="A and B are `evaluate --out` folders: compare them without "
+                                 "running a model."),
+    data: Optional[Path] = DATA_OPTION,
+    genome: Optional[Path] = GENOME_OPTION,
+    head: Optional[str] = HEAD_OPTION,
+    split: str = SPLIT_OPTION,
+    max_sequences: Optional[int] = MAX_SEQUENCES_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    metric: str = METRIC_OPTION,
+    average_rc: bool = AVERAGE_RC_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       help="Write compare.csv, compare.json and compare.png here "
+                                       "(refused if it holds files, unless --overwrite)."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """How two models' per-sequence accuracies relate, per track type: mean r of A and B, B - A,
+    the correlation between their per-sequence values, % of sequences where B >= A and a paired
+    Wilcoxon test. Each model reads the records at its own input length."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.evaluation import compare
+
+    values = parse_overrides(overrides or [])
+    with report.evaluation_progress(enabled=not as_json and not results) as progress:
+        result = compare(a, b, data, results=results, overrides=values, weights=weights, out=out,
+                         overwrite=overwrite, progress=progress, split=split, head=head,
+                         genome=genome, max_sequences=max_sequences, batch_size=batch_size,
+                         metric=metric, average_rc=average_rc)
+    report.print_json(result.summary) if as_json else report.comparison(result, out)
 
 
 # ---------------------------------------------------------------- export (issue 7)

@@ -113,12 +113,7 @@ def evaluate_model(model, config, data_dir: Path | str, *, split: str = "test",
     from senformer_cli.metrics import (PearsonAccumulator, PooledPearsonAccumulator,
                                        per_sequence_pearson)
 
-    if metric not in METRICS:
-        raise SenformerError(f"--metric '{metric}': choose one of {', '.join(METRICS)}")
-    if batch_size < 1:
-        raise SenformerError(f"--batch-size {batch_size}: must be at least 1")
-    if max_sequences is not None and max_sequences < 1:
-        raise SenformerError(f"--max-sequences {max_sequences}: must be at least 1")
+    _check_options(metric=metric, batch_size=batch_size, max_sequences=max_sequences)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise SenformerError(f"{data_dir}: no such data directory")
@@ -150,6 +145,7 @@ def evaluate_model(model, config, data_dir: Path | str, *, split: str = "test",
     per_track = PearsonAccumulator(num_tracks)
     pooled = PooledPearsonAccumulator(groups_all) if metric == "pooled" else None
     sequence_rows: list[np.ndarray] = []  # [b, groups] per batch
+    predict.get_concrete_function()  # trace now, so the clock and the progress rate exclude it
     done = 0
     started = time.perf_counter()
     if progress:
@@ -218,6 +214,17 @@ def evaluate_model(model, config, data_dir: Path | str, *, split: str = "test",
 # Traced prediction functions per model, so repeated evaluations of one model (training's
 # validation rounds) trace once.
 _PREDICTORS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _check_options(*, metric: str = "per-track", batch_size: int = 1,
+                   max_sequences: int | None = None, **_: Any) -> None:
+    """The options that need no model or data: checked before anything is loaded."""
+    if metric not in METRICS:
+        raise SenformerError(f"--metric '{metric}': choose one of {', '.join(METRICS)}")
+    if batch_size < 1:
+        raise SenformerError(f"--batch-size {batch_size}: must be at least 1")
+    if max_sequences is not None and max_sequences < 1:
+        raise SenformerError(f"--max-sequences {max_sequences}: must be at least 1")
 
 
 def _predictor(model, config, head: str, average_rc: bool):
@@ -314,11 +321,12 @@ def evaluate(spec: str, data_dir: Path | str | None, *, overrides: dict | None =
     write `out` when given. `out` is checked before the model runs and written atomically."""
     if data_dir is None:
         raise SenformerError(MISSING_DATA)
+    _check_options(**options)
     if out is not None:
         check_out_dir(out, overwrite)
     loaded = _load(spec, overrides, weights)
     result = evaluate_model(loaded.model, loaded.config, data_dir, model_name=spec, **options)
-    _describe_loaded(result, loaded)
+    _describe_loaded(result, loaded, overrides)
     if out is not None:
         write_evaluation(result, out, overwrite=overwrite)
     return result
@@ -330,7 +338,8 @@ def _load(spec: str, overrides: dict | None, weights: Path | None):
     return load_model(spec, overrides or None, weights=weights)
 
 
-def _describe_loaded(result: EvaluationResult, loaded) -> None:
+def _describe_loaded(result: EvaluationResult, loaded, overrides: dict | None = None) -> None:
+    result.summary["overrides"] = dict(overrides or {})
     result.summary["model_description"] = loaded.description
     result.summary["model_kind"] = loaded.kind
     result.summary["untrained"] = loaded.kind == "preset"
@@ -460,7 +469,7 @@ def compare_results(a: EvaluationResult, b: EvaluationResult, *, name_a: str | N
         "metric": "per-sequence Pearson r (per track over one sequence's bins, mean over the "
                   "tracks of a type); mean r columns: evaluate's per-track metric",
         "track_types": {row["track_type"]: {k: v for k, v in row.items() if k != "track_type"}
-                        for row in table.to_dict("records")},
+                        for row in rows},
         "labels": {**TRACK_TYPE_LABELS, ALL: "all tracks"},
     }
     return ComparisonResult(summary, table, merged.loc[:, ["sequence", "track_type", "r_a", "r_b"]])
@@ -505,20 +514,27 @@ def _wilcoxon(x: np.ndarray, y: np.ndarray, stats) -> float | None:
     return _number(stats.wilcoxon(y, x).pvalue)
 
 
-def compare(a: str, b: str, data_dir: Path | str | None = None, *, results: bool = False,
+def compare(a: str | None, b: str | None, data_dir: Path | str | None = None, *, results: bool = False,
             overrides: dict | None = None, weights: Path | None = None,
             out: Path | None = None, overwrite: bool = False,
             progress: Progress | None = None, **options: Any) -> ComparisonResult:
     """`senformer compare`: two model specs evaluated on `data_dir` (each at its own input
     length), or with `results=True` two `evaluate --out` folders; writes `out` when given."""
+    if a is None or b is None:
+        raise SenformerError("compare needs two models, `senformer compare A B --data DIR`, or two "
+                             "evaluate --out folders, `senformer compare --results A_DIR B_DIR`")
     if out is not None:
         check_out_dir(out, overwrite)
     if results:
-        result = compare_results(read_evaluation(a), read_evaluation(b),
-                                 name_a=_result_name(a), name_b=_result_name(b))
+        result_a, result_b = read_evaluation(a), read_evaluation(b)
+        name_a, name_b = _model_label(result_a.summary), _model_label(result_b.summary)
+        if name_a == name_b:  # e.g. two runs of one spec: the folders tell them apart
+            name_a, name_b = _result_name(a), _result_name(b)
+        result = compare_results(result_a, result_b, name_a=name_a, name_b=name_b)
     else:
         if data_dir is None:
             raise SenformerError(MISSING_DATA)
+        _check_options(**options)
         result = _compare_models(a, b, data_dir, overrides, weights, progress, options)
     if out is not None:
         write_comparison(result, out, overwrite=overwrite)
@@ -527,6 +543,14 @@ def compare(a: str, b: str, data_dir: Path | str | None = None, *, results: bool
 
 def _result_name(folder: Path | str) -> str:
     return Path(folder).name or str(folder)
+
+
+def _model_label(summary: dict[str, Any]) -> str:
+    """The spec with its --set overrides, e.g. `tiny --set attention=full`."""
+    overrides = summary.get("overrides") or {}
+    return " ".join([str(summary.get("model", "?")),
+                     *(f"--set {key}={json.dumps(value) if not isinstance(value, str) else value}"
+                       for key, value in overrides.items())])
 
 
 def _compare_models(spec_a: str, spec_b: str, data_dir: Path | str, overrides: dict | None,
@@ -552,7 +576,7 @@ def _compare_models(spec_a: str, spec_b: str, data_dir: Path | str, overrides: d
         model = loaded[key]
         result = evaluate_model(model.model, model.config, data_dir, model_name=spec,
                                 progress=step, **options)
-        _describe_loaded(result, model)
+        _describe_loaded(result, model, overrides)
         evaluations[key] = result
         loaded[key] = None  # free A's weights before B runs
         del model

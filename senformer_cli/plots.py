@@ -41,10 +41,7 @@ def compare_scatter(pairs: pd.DataFrame, summary: dict[str, Any], path: Path | s
         ge = stats.get("percent_b_ge_a")
         ge_text = f", B ≥ A {ge:.0f}%" if ge is not None else ""
         axis.set_title(f"{label}: {r_text} (n = {len(x)}{ge_text})", fontsize=10)
-        low = float(min(x.min(initial=0.0), y.min(initial=0.0)))
-        high = float(max(x.max(initial=1.0), y.max(initial=1.0)))
-        pad = 0.03 * (high - low)
-        limits = (low - pad, high + pad)
+        limits = _square_limits(np.concatenate([x, y]))
         axis.plot(limits, limits, color="0.5", linewidth=1, linestyle="--", zorder=1)
         axis.scatter(x, y, s=10, alpha=0.6, color="tab:blue", edgecolors="none", zorder=2)
         axis.set_xlim(limits)
@@ -59,3 +56,12 @@ def compare_scatter(pairs: pd.DataFrame, summary: dict[str, Any], path: Path | s
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _square_limits(values: np.ndarray, min_span: float = 0.1) -> tuple[float, float]:
+    """Axis limits holding every value with a 5% margin, at least `min_span` wide."""
+    if not values.size:
+        return (0.0, 1.0)
+    low, high = float(values.min()), float(values.max())
+    centre, span = (low + high) / 2, max(high - low, min_span)
+    return (centre - 0.55 * span, centre + 0.55 * span)

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -212,15 +213,18 @@ class FieldCalculator:
 
     def attention_statement(self) -> str:
         num_tokens = self.config.num_tokens
-        reached = np.eye(num_tokens, dtype=bool)
+        reads = np.eye(num_tokens, dtype=bool)  # [i, j]: token i depends on input token j
         for depth, reach in enumerate(self.attention, start=1):
-            reached = reached | (reach.astype(np.int32) @ reached.astype(np.int32) > 0)
-            if reached.all():
+            if reach.all():
+                reads[:] = True
+            else:  # float32 products of 0/1 counts are exact far beyond these sizes (BLAS: fast)
+                reads |= reach.astype(np.float32) @ reads.astype(np.float32) > 0
+            if reads.all():
                 layers = "1 attention layer" if depth == 1 else f"{depth} attention layers"
                 return (f"attention: every token reads the whole {self.config.sequence_length:,}-bp "
                         f"input after {layers}, so every output bin can change")
-        return (f"attention: after {len(self.attention)} layers a token reaches "
-                f"{reached.sum(axis=1).min()}..{reached.sum(axis=1).max()} of {num_tokens} tokens")
+        return (f"attention: after {len(self.attention)} layer(s) a token reads "
+                f"{reads.sum(axis=1).min()}..{reads.sum(axis=1).max()} of the {num_tokens} tokens")
 
 
 # ============================================================================ positions, tracks
@@ -641,6 +645,19 @@ class Predictor:
         return both[0::2], both[1::2]
 
 
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, dict[tuple, Predictor]]" = weakref.WeakKeyDictionary()
+
+
+def predictor_for(model, head: str, tracks: Sequence[int] | None, *, layout: str = "paired",
+                  local: bool = False) -> Predictor:
+    """A Predictor, reused while `model` lives (its traced functions are the expensive part)."""
+    key = (head, None if tracks is None else tuple(tracks), layout, local)
+    cache = _PREDICTORS.setdefault(model, {})
+    if key not in cache:
+        cache[key] = Predictor(model, head, tracks, layout=layout, local=local)
+    return cache[key]
+
+
 def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, head: str,
                   tracks: Sequence[int] | None, seed: int, batch_size: int,
                   layout: str = "paired", local: bool = False,
@@ -654,7 +671,7 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
 
     config = item.config
     calculator = FieldCalculator(item.model)
-    predictor = Predictor(item.model, head, tracks, layout=layout, local=local)
+    predictor = predictor_for(item.model, head, tracks, layout=layout, local=local)
     repeats_per_batch = batch_size if layout == "paired" else max(1, batch_size // 2)
     batches_per_position = math.ceil(repeats / repeats_per_batch)
     noise_at = set()
@@ -698,25 +715,18 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
         seconds=seconds, sequences=sequences, where=calculator.where)
 
 
-def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, repeats: int = 100,
-            head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 8,
-            track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
-            local: bool = False, noise_batches: int = NOISE_BATCHES,
-            progress: ProgressFn | None = None) -> ReceptiveFieldResult:
-    """Measure every model on the same sequences and mutations (see the module docstring).
-
-    `positions` is a count (evenly spaced, ends included) or explicit 0-based bp positions;
-    `track_types` maps a model name to its head's track types (for `tracks` = a type).
-    `progress(done, total)` counts repeats over all models and positions. `layout` and `local`:
-    see `Predictor`.
-    """
+def validate(models: Sequence[ModelSpec], *, positions: int | Sequence[int], repeats: int,
+             head: str, tracks: str, batch_size: int,
+             track_types: dict[str, list[str] | None] | None = None
+             ) -> tuple[list[int], list[tuple[list[int] | None, str]]]:
+    """Check a request against the models: (positions in bp, per model (track indexes or None for
+    all, label)). Raises SenformerError naming the option."""
     if not models:
         raise SenformerError("no model to measure")
     if repeats < 1:
         raise SenformerError(f"--repeats {repeats}: need at least one repeat")
     if batch_size < 2:
-        raise SenformerError(f"--batch-size {batch_size}: need at least 2 (a reference and its "
-                             "mutant share a batch)")
+        raise SenformerError(f"--batch-size {batch_size}: need at least 2 sequences per batch")
     lengths = {m.config.sequence_length for m in models}
     if len(lengths) > 1:
         listed = ", ".join(f"{m.name} {m.config.sequence_length:,} bp" for m in models)
@@ -737,6 +747,23 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
         types = (track_types or {}).get(m.name)
         indexes, label = parse_tracks(tracks, num_tracks, types, head)
         selections.append((None if len(indexes) == num_tracks else indexes, label))
+    return chosen, selections
+
+
+def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, repeats: int = 100,
+            head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 8,
+            track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
+            local: bool = False, noise_batches: int = NOISE_BATCHES,
+            progress: ProgressFn | None = None) -> ReceptiveFieldResult:
+    """Measure every model on the same sequences and mutations (see the module docstring).
+
+    `positions` is a count (evenly spaced, ends included) or explicit 0-based bp positions;
+    `track_types` maps a model name to its head's track types (for `tracks` = a type).
+    `progress(done, total)` counts repeats over all models and positions. `layout` and `local`:
+    see `Predictor`.
+    """
+    chosen, selections = validate(models, positions=positions, repeats=repeats, head=head,
+                                  tracks=tracks, batch_size=batch_size, track_types=track_types)
     total = len(models) * len(chosen) * repeats
     done = 0
 
@@ -756,7 +783,7 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
     settings = {"positions": chosen, "repeats": repeats, "head": head, "tracks": tracks,
                 "tracks_label": selections[0][1], "seed": seed, "batch_size": batch_size,
                 "layout": layout, "local": local,
-                "sequence_length": sequence_length,
+                "sequence_length": models[0].config.sequence_length,
                 "effect": "mean over repeats and tracks of |mutant - reference| per output bin",
                 "noise_floor": "largest |difference| between two predictions of the same sequence "
                                "at different batch positions"}
@@ -852,8 +879,7 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
     if positions is None and num_positions < 1:
         raise SenformerError(f"--positions {num_positions}: need at least one position")
     if batch_size < 2:
-        raise SenformerError(f"--batch-size {batch_size}: need at least 2 (a reference and its "
-                             "mutant share a batch)")
+        raise SenformerError(f"--batch-size {batch_size}: need at least 2 sequences per batch")
     overrides = dict(overrides or {})
     notes: list[str] = []
     if model_specs:
@@ -868,15 +894,20 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
         if status is not None:
             status(f"loading {name} ({spec})")
         loaded = load_model(spec, {**overrides, **extra})
-        description = loaded.description
-        if loaded.kind == "preset":
-            description += "; " + make_untrained_informative(loaded.model, loaded.config.random_seed)
-        models.append(ModelSpec(name, loaded.model, loaded.config, description, loaded.kind, spec))
+        models.append(ModelSpec(name, loaded.model, loaded.config, loaded.description, loaded.kind,
+                                spec))
     track_types = {}
     if tracks.strip().lower() != "all":
         for m, (_, spec, _) in zip(models, wanted):
             if head in m.config.heads:
                 track_types[m.name] = targets_sheet_types(data, spec, head, m.config.heads[head])
+    validate(models, positions=positions if positions else num_positions, repeats=repeats,
+             head=head, tracks=tracks, batch_size=batch_size, track_types=track_types)
+    for m in models:
+        if m.kind == "preset":
+            if status is not None:
+                status(f"preparing the untrained {m.name}")
+            m.description += "; " + make_untrained_informative(m.model, m.config.random_seed)
     result = measure(models, positions=positions if positions else num_positions, repeats=repeats,
                      head=head, tracks=tracks, seed=seed, batch_size=batch_size,
                      track_types=track_types, layout=layout, local=local, progress=progress)

@@ -113,15 +113,43 @@ def test_loader_names_the_file_and_record(data: Path, tmp_path: Path, case: str)
     assert_one_line(str(error.value))
 
 
+def assert_cli_error(result, pattern: str) -> None:
+    """Exit code 2, exactly one line on stderr (`error: ...`) matching `pattern`, nothing on
+    stdout."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines[0]
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_cli_inspect_exits_2_with_one_line(data: Path, tmp_path: Path, case: str) -> None:
     root = copy_of(data, tmp_path)
     pattern = CASES[case](root)
+    assert_cli_error(CliRunner().invoke(app, ["data", "inspect", str(root / "human")]), pattern)
+
+
+@pytest.mark.parametrize("train_seqs", [7, 5])
+def test_cli_inspect_exits_1_when_the_files_disagree(data: Path, tmp_path: Path,
+                                                     train_seqs: int) -> None:
+    """Readable files whose record count differs from statistics.json: a report, exit code 1."""
+    root = copy_of(data, tmp_path)
+    path = root / "human" / "statistics.json"
+    stats = json.loads(path.read_text())
+    stats["train_seqs"] = train_seqs
+    path.write_text(json.dumps(stats))
+    problem = f"'train': 6 records, statistics.json train_seqs = {train_seqs}"
     result = CliRunner().invoke(app, ["data", "inspect", str(root / "human")])
-    assert result.exit_code == 2, result.output
-    text = " ".join(result.output.split())  # rich may wrap long paths
-    assert re.search(pattern, text.replace("/ ", "/")), text
-    assert "Traceback" not in result.output
+    assert result.exit_code == 1, result.output
+    assert f"disagrees: {problem}" in " ".join(result.stdout.split())
+    assert result.stderr == ""
+    result = CliRunner().invoke(app, ["data", "inspect", str(root / "human"), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["agrees"] is False and summary["problems"] == [problem]
+    assert [(s["split"], s["records"], s["expected"], s["agrees"]) for s in summary["splits"]] == [
+        ("train", 6, train_seqs, False), ("valid", 2, 2, True), ("test", 2, 2, True)]
 
 
 def fasta_with(root: Path, position: int, char: str) -> None:
@@ -165,12 +193,16 @@ def test_lower_case_fasta_is_fine(data: Path, tmp_path: Path) -> None:
     assert sum(int(s.shape[0]) for s, _ in batches) == 2
 
 
-def test_synth_writes_nothing_on_bad_arguments(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args, message", [
+    (["--train", "0"], "--train must be positive"),
+    (["--valid", "-1"], "--valid/--test non-negative"),
+    (["--preset", "huge"], "unknown synthetic preset 'huge'"),
+])
+def test_synth_errors_are_one_line_and_write_nothing(tmp_path: Path, args: list, message: str
+                                                     ) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["data", "synth", str(out), "--train", "0"])
-    assert result.exit_code == 2 and "--train must be positive" in result.output
-    result = CliRunner().invoke(app, ["data", "synth", str(out), "--preset", "huge"])
-    assert result.exit_code == 2 and "unknown synthetic preset 'huge'" in result.output
+    assert_cli_error(CliRunner().invoke(app, ["data", "synth", str(out), *args]),
+                     re.escape(message))
     assert list(tmp_path.iterdir()) == []
 
 

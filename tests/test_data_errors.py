@@ -185,12 +185,27 @@ def test_fasta_with_a_character_other_than_acgtn(data: Path, tmp_path: Path) -> 
 
 
 def test_lower_case_fasta_is_fine(data: Path, tmp_path: Path) -> None:
+    """A soft-masked (all lower case) FASTA gives the same bases: checked against the upper-cased
+    text of the FASTA read with pyfaidx, N past chr3's start."""
+    import pyfaidx
+
+    from senformer_cli.data.genome import decode_one_hot
+
     root = copy_of(data, tmp_path)
     path = root / "human.fa"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(line if line.startswith(">") else line.lower() for line in lines))
+    Path(str(path) + ".fai").unlink()
     batches = list(load_dataset(root / "human", "test", CONFIG, genomes={"human": path})["human"])
-    assert sum(int(s.shape[0]) for s, _ in batches) == 2
+    sequences = np.concatenate([s.numpy() for s, _ in batches])
+    assert sequences.shape == (2, 32_768, 4)
+    chr3 = str(pyfaidx.Fasta(str(path))["chr3"])
+    assert chr3.islower()
+    flank = (32_768 - 24_576) // 2
+    for i, sequence in enumerate(sequences):  # records tile chr3 from position 0
+        start = i * 24_576 - flank
+        expected = "N" * max(-start, 0) + chr3[max(start, 0):start + 32_768].upper()
+        assert decode_one_hot(sequence) == expected
 
 
 @pytest.mark.parametrize("args, message", [

@@ -133,6 +133,7 @@ def test_overrides_apply_to_an_export_where_the_architecture_allows(exported, or
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_full_attention_export_runs_at_another_length(tmp_path: Path):
     from senformer_cli.model.export import write_saved_model
 

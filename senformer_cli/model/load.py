@@ -28,7 +28,7 @@ import tensorflow as tf
 from senformer_cli.config import PRESETS, ModelConfig
 from senformer_cli.errors import SenformerError
 from senformer_cli.model.enformer import Enformer
-from senformer_cli.model.pretrained import RANDOM_BLOCK_TABLE, restore_checkpoint
+from senformer_cli.model.pretrained import RANDOM_BLOCK_TABLE, open_checkpoint, restore_checkpoint
 from senformer_cli.model.summary import EAGER_COST_LIMIT, build_for_counting
 from senformer_cli.paths import cache_dir
 
@@ -167,8 +167,9 @@ def _restore_run(run_dir: Path, prefix: str, overrides: dict[str, Any], kind: st
                  label: str) -> LoadedModel:
     saved_config, _ = read_run_config(run_dir)
     config = configure(saved_config, overrides, source=f"{run_dir / 'config.json'} with --set")
+    reader = open_checkpoint(prefix, f"checkpoint {prefix}")
     model = build_for_restore(config)
-    restore_checkpoint(model, prefix, root="model", source=f"checkpoint {prefix}")
+    restore_checkpoint(model, prefix, root="model", source=f"checkpoint {prefix}", reader=reader)
     step = _checkpoint_step(prefix)
     details = [label] + ([f"step {step}"] if step is not None else [])
     description = (f"run {run_dir}{describe_overrides(overrides)}, checkpoint {Path(prefix).name} "
@@ -233,10 +234,14 @@ def find_pretrained(weights: Path | None = None) -> Path:
 def _load_pretrained(overrides: dict[str, Any], weights: Path | None) -> LoadedModel:
     prefix = find_pretrained(weights)
     config = configure(ModelConfig.from_preset("enformer"), overrides, source=PRETRAINED)
+    source = f"{PRETRAINED} ({prefix})"
+    reader = open_checkpoint(prefix, source)
     model = build_for_restore(config)
-    result = restore_checkpoint(model, prefix, root="module", source=f"{PRETRAINED} ({prefix})",
-                                allow_missing=(RANDOM_BLOCK_TABLE,) if config.attention == "sparse" else ())
-    description = f"{PRETRAINED}{describe_overrides(overrides)}: DeepMind's published Enformer weights ({prefix.parent})"
+    kept = (RANDOM_BLOCK_TABLE,) if config.attention == "sparse" else ()
+    result = restore_checkpoint(model, prefix, root="module", source=source, allow_missing=kept,
+                                reader=reader)
+    description = (f"{PRETRAINED}{describe_overrides(overrides)}: DeepMind's published Enformer "
+                   f"weights ({prefix.parent})")
     if result.kept:
         description += "; sparse attention's random-block tables seeded, not from the checkpoint"
     return LoadedModel(model, config, description, "pretrained")

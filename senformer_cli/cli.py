@@ -252,24 +252,14 @@ def compare_command(
 
 
 # ---------------------------------------------------------------- export (issue 7)
-MODEL_OPTION_HELP = ("A preset (enformer, s-enformer, small, tiny: seeded random weights), a run "
-                     "directory of senformer train (best checkpoint, else the latest), "
-                     "RUN/checkpoints/ckpt-N, a folder written by senformer export, or "
-                     "enformer-pretrained (DeepMind's published weights, see --weights).")
-WEIGHTS_OPTION = typer.Option(None, "--weights", metavar="DIR",
-                              help="Folder with the published Enformer checkpoint (for --model "
-                              "enformer-pretrained; else $SENFORMER_ENFORMER_WEIGHTS, then "
-                              "~/.cache/senformer/enformer-pretrained/).")
-
-
 @app.command("export")
 @user_errors
 def export(
-    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=MODEL_OPTION_HELP),
+    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=f"The model: {MODEL_SPEC_HELP}."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the SavedModel (written atomically)."),
     overrides: Optional[List[str]] = SET_OPTION,
     weights: Optional[Path] = WEIGHTS_OPTION,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out even if it holds files."),
+    overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Write a model as a TensorFlow SavedModel with a predict_on_batch signature ([None, L, 4]

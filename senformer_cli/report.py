@@ -282,10 +282,6 @@ def comparison(result, out: Any = None) -> None:
 
 
 # ---------------------------------------------------------------- export (issue 7)
-import contextlib  # noqa: E402  (kept in this section to spare merges)
-from typing import Callable, Iterator  # noqa: E402
-
-
 @contextlib.contextmanager
 def stages(enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr naming the current stage of a long operation; yields `progress(stage)`.

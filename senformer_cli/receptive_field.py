@@ -751,7 +751,7 @@ def validate(models: Sequence[ModelSpec], *, positions: int | Sequence[int], rep
 
 
 def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, repeats: int = 100,
-            head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 8,
+            head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 4,
             track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
             local: bool = False, noise_batches: int = NOISE_BATCHES,
             progress: ProgressFn | None = None) -> ReceptiveFieldResult:
@@ -863,7 +863,7 @@ def default_models(root: Path = Path(".")) -> tuple[list[tuple[str, str, dict[st
 def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict[str, Any] | None = None,
                     num_positions: int = 9, positions: Sequence[int] | None = None,
                     repeats: int = 100, head: str = "human", tracks: str = "all", seed: int = 0,
-                    batch_size: int = 8, layout: str = "paired", local: bool = False,
+                    batch_size: int = 4, layout: str = "paired", local: bool = True,
                     data: Path | None = None, out: Path | None = None,
                     overwrite: bool = False, progress: ProgressFn | None = None,
                     status: Callable[[str], None] | None = None) -> ReceptiveFieldResult:

@@ -310,7 +310,9 @@ def receptive_field_command(
                                "0,3,5-7."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random sequences and substitutions; "
                              "the same seed gives the same numbers."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Sequences per forward pass."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b",
+                                   help="Sequences per forward pass (small batches are faster per "
+                                   "sequence on a CPU)."),
     overrides: Optional[List[str]] = SET_OPTION,
     data: Optional[Path] = typer.Option(None, "--data",
                                         help="A data directory (or a folder holding <head>/) "
@@ -319,9 +321,10 @@ def receptive_field_command(
                                help="paired: references in one batch, their mutants in the same "
                                "rows of the next (bins a change cannot reach stay exactly equal); "
                                "same-batch: each reference next to its mutant in one batch."),
-    local: bool = typer.Option(False, "--local/--no-local",
+    local: bool = typer.Option(True, "--local/--no-local",
                                help="Recompute only what a base change can change: the mutants' "
-                               "conv tower on a window around the mutated base."),
+                               "conv tower runs on a window around the mutated base (agrees with "
+                               "the whole pass within the noise floor; --no-local runs it all)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Write receptive_field.csv, summary.json and "
                                        "receptive_field.png here."),

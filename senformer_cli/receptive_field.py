@@ -318,38 +318,22 @@ def targets_sheet_types(data: Path | None, spec: str | None, head: str,
 
 
 def _run_data_dirs(spec: Path, head: str) -> list[Path]:
-    """Data directories named in a run's config.json (`train` section), best guesses first."""
+    """The data directory of `head` that a run was trained on (RUN/config.json 'train' 'data':
+    {head: directory}), as given (relative to the working directory) and relative to the run;
+    `spec` may be the run or one of its checkpoints."""
     run = spec
-    while run != run.parent and not (run / "config.json").is_file():
-        if run.name not in ("checkpoints", "best") and not run.name.startswith("ckpt-"):
+    while not (run / "config.json").is_file():
+        if run == run.parent or not (run.name in ("checkpoints", "best") or run.name.startswith("ckpt-")):
             return []
         run = run.parent
     try:
-        data = json.loads((run / "config.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads((run / "config.json").read_text())["train"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
         return []
-    found: list[Path] = []
-
-    def collect(value: Any) -> None:
-        if isinstance(value, str) and value:
-            path = Path(value) if Path(value).is_absolute() else Path(value)
-            found.extend([path / head, path])
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                collect(item)
-        elif isinstance(value, dict):
-            if head in value:
-                collect(value[head])
-            for key, item in value.items():
-                if key != head and key in ("data", "data_dir", "data_dirs", "data_root"):
-                    collect(item)
-
-    train = data.get("train") if isinstance(data, dict) else None
-    if isinstance(train, dict):
-        for key in ("data_dirs", "data_dir", "data", "data_root"):
-            if key in train:
-                collect(train[key])
-    return found
+    folder = data.get(head) if isinstance(data, dict) else None
+    if not isinstance(folder, str) or not folder:
+        return []
+    return [Path(folder), run / folder]
 
 
 # ============================================================================ untrained models
@@ -751,7 +735,7 @@ def validate(models: Sequence[ModelSpec], *, positions: int | Sequence[int], rep
 
 
 def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, repeats: int = 100,
-            head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 8,
+            head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 4,
             track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
             local: bool = False, noise_batches: int = NOISE_BATCHES,
             progress: ProgressFn | None = None) -> ReceptiveFieldResult:
@@ -863,7 +847,7 @@ def default_models(root: Path = Path(".")) -> tuple[list[tuple[str, str, dict[st
 def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict[str, Any] | None = None,
                     num_positions: int = 9, positions: Sequence[int] | None = None,
                     repeats: int = 100, head: str = "human", tracks: str = "all", seed: int = 0,
-                    batch_size: int = 8, layout: str = "paired", local: bool = False,
+                    batch_size: int = 4, layout: str = "paired", local: bool = True,
                     data: Path | None = None, out: Path | None = None,
                     overwrite: bool = False, progress: ProgressFn | None = None,
                     status: Callable[[str], None] | None = None) -> ReceptiveFieldResult:

@@ -339,3 +339,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle)
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert result.stdout == ""
     assert not out.exists()
+
+
+def test_track_types_come_from_the_runs_training_data(tmp_path, monkeypatch):
+    """A run's config.json names its data per head (train.data); its targets sheet gives the types."""
+    write_sheet(tmp_path / "data" / "human")
+    run = tmp_path / "runs" / "tiny"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": {}, "train": {"data": {"human": "data/human"}}}))
+    monkeypatch.chdir(tmp_path)
+    types = rf.targets_sheet_types(None, str(run / "checkpoints" / "ckpt-2"), "human", 16)
+    assert types == ["dnase_atac"] * 4 + ["chip_histone"] * 4 + ["chip_tf"] * 4 + ["cage"] * 4
+    assert rf.targets_sheet_types(None, str(run), "mouse", 8) is None
+    assert rf.targets_sheet_types(None, "tiny", "human", 16) is None

@@ -108,6 +108,9 @@ def test_unknown_override_field_is_named():
     # 48 / 1024 rounds to 0 filters in the first conv tower block.
     ("tiny", {"conv_tower_divisible_by": 1024}, "conv_tower_divisible_by",
      r"rounds the conv tower filters to \[0, "),
+    # 120 channels: the last conv tower block rounds 120 to 128 filters (multiples of 16), which
+    # the transformer's residual sum with 120-channel attention outputs cannot take.
+    ("tiny", {"channels": 120}, "channels", "last block rounds to 128 filters"),
     # 24 blocks of 64 tokens: 12 global blocks at each end leave none in the middle.
     ("s-enformer", {"num_global_blocks": 12}, "num_global_blocks",
      "leaves no middle block among the 24 blocks of 64 tokens"),

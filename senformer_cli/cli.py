@@ -252,7 +252,28 @@ def compare_command(
 
 
 # ---------------------------------------------------------------- export (issue 7)
-# (commands of this section go here)
+@app.command("export")
+@user_errors
+def export(
+    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=f"The model: {MODEL_SPEC_HELP}."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the SavedModel (written atomically)."),
+    overrides: Optional[List[str]] = SET_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write a model as a TensorFlow SavedModel with a predict_on_batch signature ([None, L, 4]
+    one-hot -> {head: [None, bins, tracks]}) and its configuration inside; plain
+    tf.saved_model.load runs it, and --model DIR reads it back."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.model.export import export_model
+
+    values = parse_overrides(overrides or [])
+    with report.stages(enabled=not as_json) as progress:
+        summary = export_model(model, out, values, weights=weights, overwrite=overwrite,
+                               progress=progress)
+    report.print_json(summary) if as_json else report.export_summary(summary)
 
 
 # ---------------------------------------------------------------- train (issue 8)
@@ -264,7 +285,70 @@ def compare_command(
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)
-# (commands of this section go here)
+@app.command("receptive-field")
+@user_errors
+def receptive_field_command(
+    models: Optional[List[str]] = typer.Option(
+        None, "--model", "-m", metavar="SPEC",
+        help="A model: preset, run directory, RUN/checkpoints/ckpt-N, SavedModel or "
+        "enformer-pretrained. Repeatable; every model sees the same sequences and mutations. "
+        "Default: runs/tiny-full (Enformer) and runs/tiny (S-Enformer) when both exist, else the "
+        "untrained tiny preset with full and with sparse attention."),
+    num_positions: int = typer.Option(9, "--positions", "-P",
+                                      help="Mutation positions, evenly spaced over the whole "
+                                      "input, both ends included."),
+    positions: Optional[List[int]] = typer.Option(
+        None, "--position", metavar="BP",
+        help="A mutation position (0-based bp in the model's input) instead of --positions. "
+        "Repeatable."),
+    repeats: int = typer.Option(100, "--repeats", "-r",
+                                help="Random sequences (and substitutions) per position."),
+    head: str = typer.Option("human", "--head", help="Output head to measure."),
+    tracks: str = typer.Option("all", "--tracks",
+                               help="all, a track type (dnase_atac, chip_histone, chip_tf, cage; "
+                               "needs a targets sheet: a run's data or --data) or indexes like "
+                               "0,3,5-7."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random sequences and substitutions; "
+                             "the same seed gives the same numbers."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b",
+                                   help="Sequences per forward pass (small batches are faster per "
+                                   "sequence on a CPU)."),
+    overrides: Optional[List[str]] = SET_OPTION,
+    data: Optional[Path] = typer.Option(None, "--data",
+                                        help="A data directory (or a folder holding <head>/) "
+                                        "whose targets sheet gives the track types for --tracks."),
+    layout: str = typer.Option("paired", "--layout",
+                               help="paired: references in one batch, their mutants in the same "
+                               "rows of the next (bins a change cannot reach stay exactly equal); "
+                               "same-batch: each reference next to its mutant in one batch."),
+    local: bool = typer.Option(True, "--local/--no-local",
+                               help="Recompute only what a base change can change: the mutants' "
+                               "conv tower runs on a window around the mutated base (agrees with "
+                               "the whole pass within the noise floor; --no-local runs it all)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Write receptive_field.csv, summary.json and "
+                                       "receptive_field.png here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace those files in a --out "
+                                   "directory that already holds files."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """How far one base change moves the predictions, per output bin, against the theoretical
+    receptive field (conv widths, pooling, crop, attention) and the float32 noise floor."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.receptive_field import LAYOUTS, receptive_field
+
+    if layout not in LAYOUTS:
+        raise SenformerError(f"--layout {layout}: choose one of {', '.join(LAYOUTS)}")
+    values = parse_overrides(overrides or [])
+    with report.receptive_field_progress(not as_json) as (progress, status):
+        result = receptive_field(models, overrides=values, num_positions=num_positions,
+                                 positions=positions, repeats=repeats, head=head, tracks=tracks,
+                                 seed=seed, batch_size=batch_size, layout=layout, local=local,
+                                 data=data, out=out, overwrite=overwrite, progress=progress,
+                                 status=status)
+    summary = result.summary(with_effects=as_json)
+    report.print_json(summary) if as_json else report.receptive_field(summary)
 
 
 # ---------------------------------------------------------------- demo (issue 11)

@@ -126,6 +126,10 @@ class ModelConfig:
             bad("channels", "must be even (the stem has channels / 2 filters)")
         if min(self.conv_tower_filters) < 1:
             bad("conv_tower_divisible_by", f"rounds the conv tower filters to {self.conv_tower_filters}")
+        if self.conv_tower_filters[-1] != self.channels:
+            bad("channels", f"the conv tower's last block rounds to {self.conv_tower_filters[-1]} "
+                f"filters (multiples of conv_tower_divisible_by = {self.conv_tower_divisible_by}); "
+                "channels must equal it")
         rel = self.relative_position_features
         if not isinstance(rel, int) or rel < 6 or rel % 6:
             bad("num_relative_position_features",

@@ -282,7 +282,36 @@ def comparison(result, out: Any = None) -> None:
 
 
 # ---------------------------------------------------------------- export (issue 7)
-# (renderers of this section go here)
+@contextlib.contextmanager
+def stages(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the current stage of a long operation; yields `progress(stage)`.
+    Off (a no-op callable) when disabled or when stderr is not a terminal."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda stage: None
+        return
+    with err_console.status("starting") as status:
+        yield lambda stage: status.update(f"{stage}...")
+
+
+def export_summary(summary: dict[str, Any]) -> None:
+    """What `senformer export` wrote."""
+    table = Table(title=f"SavedModel written to {summary['out']}", title_justify="left",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("model", summary["model"])
+    table.add_row("signature", f"{summary['signature']}: float32 {_shape(summary['input_shape'])} -> "
+                  + ", ".join(f"{head} {_shape(shape)}" for head, shape in summary["outputs"].items()))
+    table.add_row("attention", summary["attention"])
+    table.add_row("parameters", _fmt_int(summary["parameters"]))
+    table.add_row("size", f"{summary['size_bytes'] / 1e6:,.1f} MB")
+    table.caption = (f"plain TensorFlow: tf.saved_model.load('{summary['out']}')"
+                     f".predict_on_batch(x); this tool: --model {summary['out']}")
+    console.print(table)
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
 
 
 # ---------------------------------------------------------------- train (issue 8)
@@ -294,7 +323,84 @@ def comparison(result, out: Any = None) -> None:
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)
-# (renderers of this section go here)
+import contextlib as _contextlib  # noqa: E402  (kept in this section: shared file)
+
+
+@_contextlib.contextmanager
+def receptive_field_progress(enabled: bool):
+    """A progress bar on stderr over positions x repeats (with ETA) and a status line for model
+    loading; both silent when `enabled` is False or stderr is not a terminal."""
+    if not enabled or not err_console.is_terminal:
+        yield (lambda done, total: None), (lambda message: None)
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("repeats"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("loading", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, description="measuring", completed=done, total=total)
+
+        def status(message: str) -> None:
+            progress.update(task, description=message)
+
+        yield update, status
+
+
+def _fmt_effect(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def receptive_field(summary: dict[str, Any]) -> None:
+    """Tables for `senformer receptive-field`: one per model, one row per mutated position."""
+    from rich import box
+
+    settings = summary["settings"]
+    for note in summary["notes"]:
+        console.print(f"[yellow]{note}[/]", highlight=False)
+    console.print(f"{settings['repeats']} repeats per position, {settings['tracks_label']} tracks of "
+                  f"head {settings['head']}, seed {settings['seed']}, batches of "
+                  f"{settings['batch_size']} ({settings['layout']}"
+                  f"{', local recompute' if settings['local'] else ''}); effect = "
+                  f"{settings['effect']}", highlight=False)
+    for model in summary["models"]:
+        start, end = model["output_window_bp"]
+        console.print()
+        console.print(f"[bold]{model['name']}[/]: {model['description']}", highlight=False)
+        console.print(f"theoretical field: {model['theoretical_receptive_field']}", highlight=False)
+        console.print(f"noise floor (float32 round-off: the same sequence at another batch row) "
+                      f"{model['noise_floor']:.3g}; a bin counts as reached above it; "
+                      f"{model['sequences_per_second']:.1f} sequences/s", highlight=False)
+        table = Table(title=f"{model['sequence_length']:,} bp -> {model['target_length']} bins of "
+                      f"{model['bin_size']} bp, output window {start:,}..{end - 1:,} bp",
+                      title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      padding=(0, 1))
+        for column in ("position", "where", "peak", "bin", "conv bins", "mean in", "mean out",
+                       "reached", "farthest"):
+            table.add_column(column, justify="left" if column == "where" else "right", no_wrap=True)
+        for row in model["positions"]:
+            reach = row["conv_reach_bins"]
+            farthest = row["farthest_reached_bp"]
+            table.add_row(_fmt_int(row["position_bp"]), row["where"], _fmt_effect(row["peak_effect"]),
+                          str(row["peak_bin"]), f"{reach[0]}-{reach[1]}" if reach else "-",
+                          _fmt_effect(row["mean_inside_conv_reach"]),
+                          _fmt_effect(row["mean_outside_conv_reach"]),
+                          f"{row['reached_bins']}/{model['target_length']}",
+                          "-" if farthest is None else f"{farthest:,.0f}")
+        table.caption = ("position: the mutated base (0-based bp); peak: largest effect, at bin; "
+                         "conv bins: the bins the conv tower alone can change; mean in / out: mean "
+                         "effect inside / outside them; reached: bins above the noise floor; "
+                         "farthest: bp from the mutated base to the farthest reached bin's centre")
+        table.caption_justify = "left"
+        # Never squeeze the numbers: at least 96 columns, also when stdout is a pipe (80).
+        wide = console if console.width >= 96 else Console(width=96, highlight=False)
+        wide.print(table)
+    if summary.get("out"):
+        console.print(f"wrote receptive_field.csv, summary.json and receptive_field.png to "
+                      f"{summary['out']}", highlight=False)
 
 
 # ---------------------------------------------------------------- demo (issue 11)

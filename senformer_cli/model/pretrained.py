@@ -102,8 +102,19 @@ class RestoreResult:
     kept: list[str]
 
 
+def open_checkpoint(prefix: Path | str, source: str) -> tf.train.CheckpointReader:
+    """A reader of the checkpoint `prefix`; SenformerError when it cannot be read. Open it before
+    building a large model, so a damaged checkpoint fails at once."""
+    try:
+        return tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SenformerError(f"{source}: cannot read checkpoint {prefix} ({message})") from None
+
+
 def restore_checkpoint(module: tf.Module, prefix: Path | str, root: str, source: str,
-                       allow_missing: Sequence[str] = ()) -> RestoreResult:
+                       allow_missing: Sequence[str] = (),
+                       reader: tf.train.CheckpointReader | None = None) -> RestoreResult:
     """Restore `module` from the object-graph checkpoint `prefix`, where it was saved as `root`.
 
     Every variable must be in the checkpoint with its shape (except those whose name contains one
@@ -111,11 +122,7 @@ def restore_checkpoint(module: tf.Module, prefix: Path | str, root: str, source:
     that the module lacks. Nothing is assigned unless all fit; a misfit raises SenformerError
     naming the first variable that differs, with both shapes.
     """
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SenformerError(f"{source}: cannot read checkpoint {prefix} ({message})") from None
+    reader = reader or open_checkpoint(prefix, source)
     shapes = reader.get_variable_to_shape_map()
     plan: list[tuple[tf.Variable, str]] = []
     kept: list[str] = []

@@ -325,6 +325,10 @@ def receptive_field_command(
                                help="Recompute only what a base change can change: the mutants' "
                                "conv tower runs on a window around the mutated base (agrees with "
                                "the whole pass within the noise floor; --no-local runs it all)."),
+    shared: bool = typer.Option(False, "--shared-sequences",
+                                help="Mutate the same R random sequences at every position (each "
+                                "position its own substitutions): a reference is predicted once "
+                                "for all positions. Default: fresh sequences per position."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Write receptive_field.csv, summary.json and "
                                        "receptive_field.png here."),
@@ -345,6 +349,7 @@ def receptive_field_command(
         result = receptive_field(models, overrides=values, num_positions=num_positions,
                                  positions=positions, repeats=repeats, head=head, tracks=tracks,
                                  seed=seed, batch_size=batch_size, layout=layout, local=local,
+                                 shared=shared,
                                  data=data, out=out, overwrite=overwrite, progress=progress,
                                  status=status)
     summary = result.summary(with_effects=as_json)

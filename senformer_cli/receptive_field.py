@@ -494,22 +494,39 @@ def draw_repeat(rng: np.random.Generator, sequence_length: int, position: int
 
 
 def mutation_batches(seed: int, sequence_length: int, positions: Sequence[int], repeats: int,
-                     repeats_per_batch: int):
-    """Yield (position index, reference codes int8 [n, L], mutant codes int8 [n, L]), n repeats at
-    a time; the draws do not depend on the batch size."""
+                     repeats_per_batch: int, shared: bool = False):
+    """Yield (position index, reference codes int8 [n, L], mutant codes int8 [n, L], fresh), n
+    repeats at a time; the draws do not depend on the batch size.
+
+    Default: for each position, each repeat draws its own sequence, then its substitution.
+    `shared=True`: the R sequences are drawn first and every position mutates the same R
+    sequences (each with its own substitution draws); batches then go repeat batch by repeat batch,
+    every position in turn, and `fresh` is False where the references equal the previous batch's.
+    """
     rng = np.random.default_rng(seed)
-    for index, position in enumerate(positions):
-        done = 0
-        while done < repeats:
-            n = min(repeats_per_batch, repeats - done)
-            references = np.empty((n, sequence_length), np.int8)
-            mutants = np.empty((n, sequence_length), np.int8)
-            for r in range(n):
-                references[r], new_base = draw_repeat(rng, sequence_length, position)
-                mutants[r] = references[r]
-                mutants[r, position] = new_base
-            done += n
-            yield index, references, mutants
+    if not shared:
+        for index, position in enumerate(positions):
+            done = 0
+            while done < repeats:
+                n = min(repeats_per_batch, repeats - done)
+                references = np.empty((n, sequence_length), np.int8)
+                mutants = np.empty((n, sequence_length), np.int8)
+                for r in range(n):
+                    references[r], new_base = draw_repeat(rng, sequence_length, position)
+                    mutants[r] = references[r]
+                    mutants[r, position] = new_base
+                done += n
+                yield index, references, mutants, True
+        return
+    sequences = np.stack([rng.integers(0, 4, size=sequence_length, dtype=np.int8)
+                          for _ in range(repeats)])
+    shifts = rng.integers(1, 4, size=(len(positions), repeats))
+    for done in range(0, repeats, repeats_per_batch):
+        references = sequences[done:done + repeats_per_batch]
+        for index, position in enumerate(positions):
+            mutants = references.copy()
+            mutants[:, position] = (references[:, position] + shifts[index, done:done + len(references)]) % 4
+            yield index, references, mutants, index == 0
 
 
 _ONE_HOT = np.eye(4, dtype=np.float32)
@@ -605,27 +622,43 @@ class Predictor:
     # ------------------------------------------------------------------ predictions
     def references(self, x: np.ndarray) -> np.ndarray:
         """Predictions of a batch of references by the path the references take."""
-        if self.local:
-            return self.rest(self.conv(x)).numpy()
-        return self.full(x).numpy()
+        return self.reference_state(x)[0]
 
-    def pair(self, references: np.ndarray, mutants: np.ndarray, position: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """One-hot references and mutants [n, L, 4] -> their predictions [n, bins, tracks]."""
+    def reference_state(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, conv-tower tokens or None) of a batch of references."""
+        if self.local:
+            tokens = self.conv(x).numpy()
+            return self.rest(tokens).numpy(), tokens
+        return self.full(x).numpy(), None
+
+    def mutant_outputs(self, state: tuple[np.ndarray, np.ndarray | None], mutants: np.ndarray,
+                       position: int) -> np.ndarray:
+        """Predictions of the mutants of the references in `state` (paired layout)."""
         if not self.local:
-            if self.layout == "paired":
-                return self.full(references).numpy(), self.full(mutants).numpy()
-            both = self.full(_interleave(references, mutants)).numpy()
-            return both[0::2], both[1::2]
+            return self.full(mutants).numpy()
+        return self.rest(self._mutant_tokens(state[1], mutants, position)).numpy()
+
+    def _mutant_tokens(self, reference_tokens: np.ndarray, mutants: np.ndarray, position: int
+                       ) -> np.ndarray:
         start, first, last = self.window(position)
-        reference_tokens = self.conv(references).numpy()
         window_tokens = self.conv_window(mutants[:, start:start + self.window_bp]).numpy()
         mutant_tokens = reference_tokens.copy()
         offset = start // self.config.bin_size
         mutant_tokens[:, first:last + 1] = window_tokens[:, first - offset:last - offset + 1]
+        return mutant_tokens
+
+    def pair(self, references: np.ndarray, mutants: np.ndarray, position: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """One-hot references and mutants [n, L, 4] -> their predictions [n, bins, tracks]."""
         if self.layout == "paired":
-            return self.rest(reference_tokens).numpy(), self.rest(mutant_tokens).numpy()
-        both = self.rest(_interleave(reference_tokens, mutant_tokens)).numpy()
+            state = self.reference_state(references)
+            return state[0], self.mutant_outputs(state, mutants, position)
+        if not self.local:
+            both = self.full(_interleave(references, mutants)).numpy()
+        else:
+            reference_tokens = self.conv(references).numpy()
+            mutant_tokens = self._mutant_tokens(reference_tokens, mutants, position)
+            both = self.rest(_interleave(reference_tokens, mutant_tokens)).numpy()
         return both[0::2], both[1::2]
 
 
@@ -644,24 +677,24 @@ def predictor_for(model, head: str, tracks: Sequence[int] | None, *, layout: str
 
 def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, head: str,
                   tracks: Sequence[int] | None, seed: int, batch_size: int,
-                  layout: str = "paired", local: bool = False,
+                  layout: str = "paired", local: bool = False, shared: bool = False,
                   noise_batches: int = NOISE_BATCHES,
                   progress: Callable[[int], None] | None = None) -> ModelMeasurement:
     """Run the experiment on one model; `progress(repeats_done)` after every batch.
 
     `batch_size` is the number of sequences per forward pass: `paired` runs `batch_size` repeats
-    per pair of passes, `same-batch` `batch_size // 2` per pass."""
-    import tensorflow as tf
-
+    per pair of passes, `same-batch` `batch_size // 2` per pass. With `shared` sequences (see
+    `mutation_batches`) and the paired layout a batch of references is predicted once for all
+    positions."""
     config = item.config
     calculator = FieldCalculator(item.model)
     predictor = predictor_for(item.model, head, tracks, layout=layout, local=local)
     repeats_per_batch = batch_size if layout == "paired" else max(1, batch_size // 2)
-    batches_per_position = math.ceil(repeats / repeats_per_batch)
+    reference_batches = math.ceil(repeats / repeats_per_batch) * (1 if shared else len(positions))
     noise_at = set()
     if noise_batches:
-        spread = np.linspace(0, len(positions) - 1, min(noise_batches, len(positions)))
-        noise_at = {int(k) * batches_per_position for k in np.unique(spread.round())}
+        spread = np.linspace(0, reference_batches - 1, min(noise_batches, reference_batches))
+        noise_at = {int(k) for k in spread.round()}
     sums = np.zeros((len(positions), config.target_length), np.float64)
     noise_floor = 0.0
     sequences = 0
@@ -669,17 +702,25 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
     warm = np.zeros([min(repeats_per_batch, repeats), config.sequence_length, 4], np.float32)
     warm[..., 0] = 1
     predictor.pair(warm, warm, positions[0])
-    predictor.references(warm)
-    tf.constant(0)
+    predictor.references(np.concatenate([warm, warm]))
     start = time.perf_counter()
-    for batch_number, (index, references, mutants) in enumerate(mutation_batches(
-            seed, config.sequence_length, positions, repeats, repeats_per_batch)):
+    fresh_number, state = -1, None
+    for index, references, mutants, fresh in mutation_batches(
+            seed, config.sequence_length, positions, repeats, repeats_per_batch, shared=shared):
         x_ref, x_mut = _ONE_HOT[references], _ONE_HOT[mutants]
-        out_ref, out_mut = predictor.pair(x_ref, x_mut, positions[index])
-        sequences += 2 * len(x_ref)
+        fresh_number += fresh
+        if layout == "paired":
+            if fresh or state is None:
+                state = predictor.reference_state(x_ref)
+                sequences += len(x_ref)
+            out_ref, out_mut = state[0], predictor.mutant_outputs(state, x_mut, positions[index])
+            sequences += len(x_mut)
+        else:
+            out_ref, out_mut = predictor.pair(x_ref, x_mut, positions[index])
+            sequences += 2 * len(x_ref)
         difference = np.abs(out_mut - out_ref)  # [n, bins, tracks]
         sums[index] += difference.mean(axis=-1, dtype=np.float64).sum(axis=0)
-        if batch_number in noise_at:
+        if fresh and fresh_number in noise_at:
             # The same references again, each one row further down the batch.
             again = x_ref if len(x_ref) > 1 else np.concatenate([x_ref, x_ref])
             first = predictor.references(again) if len(x_ref) == 1 else out_ref
@@ -737,14 +778,14 @@ def validate(models: Sequence[ModelSpec], *, positions: int | Sequence[int], rep
 def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, repeats: int = 100,
             head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 4,
             track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
-            local: bool = False, noise_batches: int = NOISE_BATCHES,
+            local: bool = False, shared: bool = False, noise_batches: int = NOISE_BATCHES,
             progress: ProgressFn | None = None) -> ReceptiveFieldResult:
     """Measure every model on the same sequences and mutations (see the module docstring).
 
     `positions` is a count (evenly spaced, ends included) or explicit 0-based bp positions;
     `track_types` maps a model name to its head's track types (for `tracks` = a type).
     `progress(done, total)` counts repeats over all models and positions. `layout` and `local`:
-    see `Predictor`.
+    see `Predictor`; `shared`: see `mutation_batches`.
     """
     chosen, selections = validate(models, positions=positions, repeats=repeats, head=head,
                                   tracks=tracks, batch_size=batch_size, track_types=track_types)
@@ -761,12 +802,12 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
         progress(0, total)
     measurements = [measure_model(m, positions=chosen, repeats=repeats, head=head,
                                   tracks=selection, seed=seed, batch_size=batch_size,
-                                  layout=layout, local=local, noise_batches=noise_batches,
-                                  progress=step)
+                                  layout=layout, local=local, shared=shared,
+                                  noise_batches=noise_batches, progress=step)
                     for m, (selection, _) in zip(models, selections)]
     settings = {"positions": chosen, "repeats": repeats, "head": head, "tracks": tracks,
                 "tracks_label": selections[0][1], "seed": seed, "batch_size": batch_size,
-                "layout": layout, "local": local,
+                "layout": layout, "local": local, "shared_sequences": shared,
                 "sequence_length": models[0].config.sequence_length,
                 "effect": "mean over repeats and tracks of |mutant - reference| per output bin",
                 "noise_floor": "largest |difference| between two predictions of the same sequence "
@@ -848,6 +889,7 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
                     num_positions: int = 9, positions: Sequence[int] | None = None,
                     repeats: int = 100, head: str = "human", tracks: str = "all", seed: int = 0,
                     batch_size: int = 4, layout: str = "paired", local: bool = True,
+                    shared: bool = False,
                     data: Path | None = None, out: Path | None = None,
                     overwrite: bool = False, progress: ProgressFn | None = None,
                     status: Callable[[str], None] | None = None) -> ReceptiveFieldResult:
@@ -894,7 +936,8 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
             m.description += "; " + make_untrained_informative(m.model, m.config.random_seed)
     result = measure(models, positions=positions if positions else num_positions, repeats=repeats,
                      head=head, tracks=tracks, seed=seed, batch_size=batch_size,
-                     track_types=track_types, layout=layout, local=local, progress=progress)
+                     track_types=track_types, layout=layout, local=local, shared=shared,
+                     progress=progress)
     result.notes = notes
     if out is not None:
         write_outputs(result, out, overwrite)

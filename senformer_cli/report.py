@@ -364,7 +364,9 @@ def receptive_field(summary: dict[str, Any]) -> None:
     console.print(f"{settings['repeats']} repeats per position, {settings['tracks_label']} tracks of "
                   f"head {settings['head']}, seed {settings['seed']}, batches of "
                   f"{settings['batch_size']} ({settings['layout']}"
-                  f"{', local recompute' if settings['local'] else ''}); effect = "
+                  f"{', local recompute' if settings['local'] else ''}"
+                  f"{', the same sequences at every position' if settings['shared_sequences'] else ''}"
+                  f"); effect = "
                   f"{settings['effect']}", highlight=False)
     for model in summary["models"]:
         start, end = model["output_window_bp"]

@@ -164,22 +164,31 @@ def test_one_sparse_layer_changes_exactly_the_bins_its_pattern_reaches():
 
 
 # ----------------------------------------------------------------------------- the measurement
-def test_effects_equal_a_direct_per_sequence_computation(full_model):
-    """Sequences drawn as documented (one repeat at a time: int8 codes, then 1..3 added mod 4),
-    each predicted alone; effect = mean over repeats of the mean over tracks of |mut - ref|."""
+@pytest.mark.parametrize("shared", [False, True])
+def test_effects_equal_a_direct_per_sequence_computation(full_model, shared):
+    """Sequences drawn as documented (default: one repeat at a time, int8 codes, then 1..3 added
+    mod 4; shared: the R sequences first, then a [positions, R] table of 1..3), each predicted
+    alone; effect = mean over repeats of the mean over tracks of |mut - ref|."""
     positions, repeats, tracks = [100, 4000], 3, [0, 3, 5, 6, 7]
     rng = np.random.default_rng(11)
+    if shared:
+        sequences = [rng.integers(0, 4, size=LENGTH, dtype=np.int8) for _ in range(repeats)]
+        shifts = rng.integers(1, 4, size=(len(positions), repeats))
     expected = np.zeros((2, 32))
     for k, position in enumerate(positions):
-        for _ in range(repeats):
-            codes = rng.integers(0, 4, size=LENGTH, dtype=np.int8)
+        for r in range(repeats):
+            if shared:
+                codes, shift = sequences[r], shifts[k, r]
+            else:
+                codes = rng.integers(0, 4, size=LENGTH, dtype=np.int8)
+                shift = rng.integers(1, 4)
             mutant = codes.copy()
-            mutant[position] = (codes[position] + rng.integers(1, 4)) % 4
+            mutant[position] = (codes[position] + shift) % 4
             predictions = [full_model.model(tf.constant(one_hot(c)[None]), is_training=False)["human"]
                            .numpy()[0][:, tracks] for c in (codes, mutant)]
             expected[k] += np.abs(predictions[1] - predictions[0]).mean(axis=-1) / repeats
     result = rf.measure([spec(full_model)], positions=positions, repeats=repeats, seed=11,
-                        batch_size=2, tracks="0,3,5-7")
+                        batch_size=2, tracks="0,3,5-7", shared=shared, local=shared)
     measured = np.array([item.effect for item in result.models[0].positions])
     np.testing.assert_allclose(measured, expected, rtol=1e-4, atol=1e-6)
     assert result.settings["tracks_label"] == "tracks 0,3,5-7"
@@ -234,6 +243,13 @@ def test_same_seed_same_numbers_for_any_batch_size(full_model):
 
     one, three = draws(1), draws(3)
     assert np.array_equal(one[0], three[0]) and np.array_equal(one[1], three[1])
+    # Shared sequences: every position mutates the same references, each at its own position.
+    batches = list(rf.mutation_batches(4, LENGTH, [5, 6000], 5, 2, shared=True))
+    assert [(b[0], len(b[1]), b[3]) for b in batches] == [(0, 2, True), (1, 2, False)] * 2 + [
+        (0, 1, True), (1, 1, False)]
+    for index, references, mutants, _ in batches:
+        differs = np.flatnonzero((references != mutants).any(axis=0))
+        assert differs.tolist() == [[5, 6000][index]]
     first, second, other = (rf.measure([spec(full_model)], positions=[6000], repeats=2, seed=seed,
                                        batch_size=2).models[0] for seed in (4, 4, 5))
     for a, b, c in zip(first.positions, second.positions, other.positions):

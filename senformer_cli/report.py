@@ -315,7 +315,88 @@ def _shape(shape: list) -> str:
 
 
 # ---------------------------------------------------------------- train (issue 8)
-# (renderers of this section go here)
+def notice(line: str) -> None:
+    """One informational line on stderr (not part of the command's output)."""
+    err_console.print(f"[cyan]note:[/] {line}", highlight=False, soft_wrap=True)
+
+
+class TrainProgress:
+    """A rich progress bar on stderr for `senformer train`: step, loss, steps/s and ETA (the rate
+    leaves out each head's first, compiling step). Off when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.enabled = enabled and err_console.is_terminal
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"), console=err_console, transient=True,
+            disable=not self.enabled)
+        self._task = None
+
+    def __enter__(self) -> "TrainProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, state: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("training", total=state["steps"],
+                                                 completed=state.get("start", 0), loss="-",
+                                                 rate="compiling", eta="-")
+        if state["phase"] == "validate":
+            self._progress.update(self._task, description="validating")
+            return
+        rate = state.get("steps_per_s")
+        eta = "-"
+        if rate:
+            seconds = int((state["steps"] - state["step"]) / rate)
+            eta = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        self._progress.update(self._task, description="training", completed=state["step"],
+                              loss=f"{state['loss']:.4f}",
+                              rate=f"{rate:.2f} steps/s" if rate else "compiling", eta=eta)
+
+
+def _r(value: Any) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def train_result(result: dict[str, Any]) -> None:
+    """The best and the final validation of a training run, per head and track type."""
+    from senformer_cli.data.targets import TRACK_TYPE_LABELS, TRACK_TYPES
+
+    best, final = result.get("best"), result.get("final")
+    rate = result.get("steps_per_s")
+    console.print(f"[bold]{result['run_dir']}[/]: {result['status']} at step {result['step']:,} "
+                  f"of {result['train_config']['steps']:,}"
+                  + (f", {rate:.2f} steps/s after warm-up" if rate else ""), highlight=False)
+    if result.get("message"):
+        console.print(result["message"], highlight=False)
+    if best is None:
+        console.print("no validation yet")
+        return
+    for head in final["heads"]:
+        table = Table(title=f"validation mean Pearson r, {head}", title_justify="left")
+        table.add_column("track type")
+        table.add_column(f"best (step {best['step']:,})", justify="right")
+        table.add_column(f"final (step {final['step']:,})", justify="right")
+        for kind in (*TRACK_TYPES, "all"):
+            if kind not in final["heads"][head] and kind not in best["heads"].get(head, {}):
+                continue
+            table.add_row(TRACK_TYPE_LABELS.get(kind, kind),
+                          _r(best["heads"].get(head, {}).get(kind)),
+                          _r(final["heads"][head].get(kind)),
+                          style="bold" if kind == "all" else None)
+        console.print(table)
+    checkpoint = result.get("best_checkpoint")
+    if checkpoint:
+        console.print(f"best checkpoint: {checkpoint} (mean r {best['valid_mean_r']:.3f}); "
+                      f"metrics: {result['run_dir']}/metrics.csv", highlight=False)
 
 
 # ---------------------------------------------------------------- profile (issue 9)

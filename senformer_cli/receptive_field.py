@@ -244,7 +244,7 @@ def check_positions(positions: Sequence[int], sequence_length: int) -> list[int]
         if not 0 <= p < sequence_length:
             raise SenformerError(f"--position {p}: outside the {sequence_length:,}-bp input "
                                  f"(0..{sequence_length - 1:,})")
-    return [int(p) for p in positions]
+    return list(dict.fromkeys(int(p) for p in positions))  # each once, in the order given
 
 
 def parse_tracks(tracks: str, num_tracks: int, track_types: Sequence[str] | None,

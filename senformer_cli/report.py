@@ -409,8 +409,9 @@ import contextlib as _contextlib  # noqa: E402  (kept in this section: shared fi
 
 @_contextlib.contextmanager
 def receptive_field_progress(enabled: bool):
-    """A progress bar on stderr over positions x repeats (with ETA) and a status line for model
-    loading; both silent when `enabled` is False or stderr is not a terminal."""
+    """A progress bar on stderr over models x positions x repeats (with ETA) whose label says what
+    runs (loading, tracing, measuring a model); silent when `enabled` is False or stderr is not a
+    terminal."""
     if not enabled or not err_console.is_terminal:
         yield (lambda done, total: None), (lambda message: None)
         return
@@ -423,7 +424,7 @@ def receptive_field_progress(enabled: bool):
         task = progress.add_task("loading", total=None)
 
         def update(done: int, total: int) -> None:
-            progress.update(task, description="measuring", completed=done, total=total)
+            progress.update(task, completed=done, total=total)
 
         def status(message: str) -> None:
             progress.update(task, description=message)

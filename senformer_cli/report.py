@@ -140,7 +140,8 @@ from typing import Callable, Iterator  # noqa: E402
 
 
 def _r(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    """A correlation for a table: "-" for None and NaN."""
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _p_value(value: Any) -> str:
@@ -362,10 +363,6 @@ class TrainProgress:
                               rate=f"{rate:.2f} steps/s" if rate else "compiling", eta=eta)
 
 
-def _r(value: Any) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
-
-
 def train_result(result: dict[str, Any]) -> None:
     """The best and the final validation of a training run, per head and track type."""
     from senformer_cli.data.targets import TRACK_TYPE_LABELS, TRACK_TYPES
@@ -389,8 +386,8 @@ def train_result(result: dict[str, Any]) -> None:
             if kind not in final["heads"][head] and kind not in best["heads"].get(head, {}):
                 continue
             table.add_row(TRACK_TYPE_LABELS.get(kind, kind),
-                          _r(best["heads"].get(head, {}).get(kind)),
-                          _r(final["heads"][head].get(kind)),
+                          _r(best["heads"].get(head, {}).get(kind), 3),
+                          _r(final["heads"][head].get(kind), 3),
                           style="bold" if kind == "all" else None)
         console.print(table)
     checkpoint = result.get("best_checkpoint")

@@ -147,7 +147,73 @@ def data_inspect(summary: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- profile (issue 9)
-# (renderers of this section go here)
+def note(message: str) -> None:
+    """One dim informational line on stderr (stdout stays clean for --json)."""
+    err_console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
+
+
+def profile_progress(enabled: bool):
+    """A context manager yielding `progress(done, total, label)` for `senformer profile`: a rich
+    progress bar over configurations on stderr, or a no-op when disabled."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def bar():
+        if not enabled:
+            yield lambda done, total, label: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+            task = progress.add_task("profiling", total=None)
+
+            def update(done: int, total: int, label: str) -> None:
+                progress.update(task, completed=done, total=total, description=f"profiling {label}")
+
+            yield update
+
+    return bar()
+
+
+def _gb(value: Any) -> str:
+    return "-" if value is None or value == "" else f"{value / 1e9:.2f}"
+
+
+def profile(result: dict[str, Any]) -> None:
+    """Table for `senformer profile`: one row per model x length."""
+    config = result["base_config"]
+    what = ("one attention layer" if result["component"] == "attention" else
+            "training step" if result["mode"] == "train" else "forward pass")
+    title = (f"{what}, {result['base']} width: {config['channels']} channels, "
+             f"{config['num_transformer_layers']} layers, {config['num_heads']} heads; batch "
+             f"{result['batch_size']}, {result['precision']}"
+             + (", recompute" if config.get("recompute") else ""))
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "length (bp)", "tokens", "mode", "s/step", "spread", "peak GB",
+                   "estimated GB", "sparse/full time", "sparse/full memory"):
+        table.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for row in result["rows"]:
+        ok = row.get("status") == "ok"
+        ratio = (lambda key: f"{row[key]:.2f}" if key in row else "-")
+        table.add_row(row["model"], _fmt_int(row["sequence_length_bp"]), _fmt_int(row["num_tokens"]),
+                      row["mode"], f"{row['seconds_per_step']:.3f}" if ok else
+                      f"[yellow]{row.get('reason') or row.get('status')}[/]",
+                      f"{row['spread']:.0%}" if ok else "-",
+                      _gb(row.get("peak_memory_bytes")) if ok else "-",
+                      _gb(row.get("estimated_peak_bytes")), ratio("time_ratio"),
+                      ratio("memory_ratio"))
+    limit = result.get("max_memory_bytes")
+    fits = ", ".join(f"{model} {length:,} bp" if length else f"{model} none"
+                     for model, length in result["longest_fitting"].items())
+    peak = "allocator peak on GPU:0" if any(row.get("device", "").startswith("GPU")
+                                           for row in result["rows"]) else \
+        "peak resident memory above the baseline after importing TensorFlow"
+    table.caption = (f"median of {result['steps']} steps after {result['warmup']} warm-up steps, "
+                     f"each configuration in a fresh process; peak: {peak}"
+                     + (f"; longest under {limit / 1e9:.1f} GB: {fits}" if limit else
+                        f"; longest that ran: {fits}"))
+    console.print(table)
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sonnet as snt
 import tensorflow as tf
 
+from senformer_cli.model import recompute
 from senformer_cli.model.positional import relative_distance_table
 
 
@@ -89,7 +90,7 @@ class MultiheadAttention(snt.Module):
         """Positional features of every offset -(T-1)..(T-1), dropout applied: [2T-1, F]."""
         features = relative_distance_table(seq_len, self._num_relative_position_features)
         if is_training and self._positional_dropout_rate > 0:
-            features = tf.nn.dropout(features, rate=self._positional_dropout_rate)
+            features = recompute.dropout(features, rate=self._positional_dropout_rate)
         return tf.cast(features, dtype)
 
     def __call__(self, inputs: tf.Tensor, is_training: bool = False,
@@ -114,7 +115,8 @@ class MultiheadAttention(snt.Module):
     def _dropout_seed(self, is_training: bool) -> tf.Tensor | None:
         """A fresh seed for stateless attention dropout (None when there is no dropout)."""
         if is_training and self._attention_dropout_rate > 0:
-            return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+            seed = recompute.dropout_seed()  # the same seed again when recomputed
+            return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32) if seed is None else seed
         return None
 
     # ----------------------------------------------------------------- dense core

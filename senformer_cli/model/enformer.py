@@ -12,6 +12,7 @@ from senformer_cli.config import ModelConfig
 from senformer_cli.model.attention import MultiheadAttention
 from senformer_cli.model.layers import (Residual, Sequential, TargetLengthCrop1D, conv_block, gelu,
                                         pooling_module)
+from senformer_cli.model.recompute import Dropout, recompute_call
 
 
 class Enformer(snt.Module):
@@ -57,10 +58,10 @@ class Enformer(snt.Module):
                 return Sequential(lambda: [
                     snt.LayerNorm(axis=-1, create_scale=True, create_offset=True),
                     snt.Linear(channels * 2),
-                    snt.Dropout(config.dropout_rate),
+                    Dropout(config.dropout_rate),
                     tf.nn.relu,
                     snt.Linear(channels),
-                    snt.Dropout(config.dropout_rate)], name="mlp")
+                    Dropout(config.dropout_rate)], name="mlp")
 
             transformer = Sequential(lambda: [
                 Sequential(lambda: [
@@ -68,7 +69,7 @@ class Enformer(snt.Module):
                         snt.LayerNorm(axis=-1, create_scale=True, create_offset=True,
                                       scale_init=snt.initializers.Ones()),
                         attention_layer(i),
-                        snt.Dropout(config.dropout_rate)], name="mha")),
+                        Dropout(config.dropout_rate)], name="mha")),
                     Residual(transformer_mlp())], name=f"transformer_block_{i}")
                 for i in range(config.num_transformer_layers)], name="transformer")
 
@@ -76,7 +77,7 @@ class Enformer(snt.Module):
 
             final_pointwise = Sequential(lambda: [
                 conv_block(channels * 2, 1),
-                snt.Dropout(config.final_dropout_rate),
+                Dropout(config.final_dropout_rate),
                 gelu], name="final_pointwise")
 
             self._trunk = Sequential([stem, conv_tower, transformer, crop_final, final_pointwise],
@@ -101,6 +102,17 @@ class Enformer(snt.Module):
         transformer = self._trunk.layers[2]
         return [block.layers[0]._module.layers[1] for block in transformer.layers]
 
+    def _recomputed_trunk(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
+        """The trunk with gradient checkpointing (`config.recompute`): the stem, each conv tower
+        block, each transformer block and the final pointwise block keep only their input for the
+        backward pass and are recomputed there, so it holds one block's activations at a time."""
+        stem, conv_tower, transformer, crop_final, final_pointwise = self._trunk.layers
+        outputs = inputs
+        for block in [stem, *conv_tower.layers, *transformer.layers]:
+            outputs = recompute_call(block, outputs, is_training=is_training, **kwargs)
+        outputs = crop_final(outputs)
+        return recompute_call(final_pointwise, outputs, is_training=is_training, **kwargs)
+
     def padding_mask(self, inputs: tf.Tensor) -> tf.Tensor:
         """[B, L, 4] one-hot -> [B, tokens] bool: False where all of a token's bases are N."""
         config = self.config
@@ -110,6 +122,9 @@ class Enformer(snt.Module):
     def __call__(self, inputs: tf.Tensor, is_training: bool) -> dict[str, tf.Tensor]:
         """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}."""
         kwargs = {"key_mask": self.padding_mask(inputs)} if self.config.mask_padding else {}
-        trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
+        if self.config.recompute:
+            trunk_embedding = self._recomputed_trunk(inputs, is_training=is_training, **kwargs)
+        else:
+            trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
         return {head: module(trunk_embedding, is_training=is_training)
                 for head, module in self._heads.items()}

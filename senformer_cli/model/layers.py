@@ -12,6 +12,8 @@ from typing import Callable, Iterable, Sequence
 import sonnet as snt
 import tensorflow as tf
 
+from senformer_cli.model.recompute import recomputing
+
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
     """The sigmoid approximation of GELU used by Enformer: sigmoid(1.702 x) * x."""
@@ -23,6 +25,10 @@ def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Ten
     keyword arguments (e.g. an attention key mask), batch norm and dropout get is_training."""
     if getattr(layer, "TRAINING_AWARE", False):
         return layer(inputs, is_training=is_training, **kwargs)
+    if is_training and recomputing() and isinstance(layer, (snt.BatchNorm,
+                                                           snt.distribute.CrossReplicaBatchNorm)):
+        # Recomputing for the gradient: the same batch statistics, moving averages left alone.
+        return layer(inputs, is_training=False, test_local_stats=True)
     if isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)):
         return layer(inputs, is_training=is_training)
     return layer(inputs)

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Sequence
 import sonnet as snt
 import tensorflow as tf
 
+from senformer_cli.model.attention import slice_axis
 from senformer_cli.model.recompute import recomputing
 
 
@@ -22,7 +23,8 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
 
 def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
     """Call `layer` with what it takes: our modules (TRAINING_AWARE) get is_training and the
-    keyword arguments (e.g. an attention key mask), batch norm and dropout get is_training."""
+    keyword arguments (e.g. an attention key mask, a dropout seed), batch norm and Sonnet's
+    dropout get is_training."""
     if getattr(layer, "TRAINING_AWARE", False):
         return layer(inputs, is_training=is_training, **kwargs)
     if is_training and recomputing() and isinstance(layer, (snt.BatchNorm,
@@ -59,6 +61,31 @@ class Sequential(snt.Module):
         for layer in self._layers:
             outputs = _call_layer(layer, outputs, is_training, **kwargs)
         return outputs
+
+
+class Dropout(snt.Module):
+    """Dropout that is stateless when the call gets a `seed`.
+
+    A training step given `seed` ([2] int; every dropout site folds in its own `site` number)
+    draws the same masks whenever it is run again with that seed, so a resumed run replays the
+    interrupted one exactly. Without a seed it is `tf.nn.dropout` (stateful), as in Sonnet.
+    """
+
+    TRAINING_AWARE = True
+
+    def __init__(self, rate: float, site: int = 0, name: str = "dropout"):
+        super().__init__(name=name)
+        self._rate = rate
+        self._site = site
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool, seed: tf.Tensor | None = None,
+                 **unused) -> tf.Tensor:
+        if not is_training or self._rate == 0:
+            return inputs
+        if seed is None:
+            return tf.nn.dropout(inputs, rate=self._rate)
+        return tf.nn.experimental.stateless_dropout(
+            inputs, rate=self._rate, seed=tf.random.experimental.stateless_fold_in(seed, self._site))
 
 
 class Residual(snt.Module):
@@ -99,8 +126,13 @@ class SoftmaxPooling1D(snt.Module):
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         _, length, num_features = inputs.shape
         self._initialize(num_features)
-        inputs = tf.reshape(inputs, (-1, length // self._pool_size, self._pool_size, num_features))
-        return tf.reduce_sum(inputs * tf.nn.softmax(self._logit_linear(inputs), axis=-2), axis=-2)
+        windows = tf.reshape(inputs, (-1, length // self._pool_size, self._pool_size, num_features))
+        # The linear runs on [B * L, C]: applied to the rank-4 windows, TensorFlow's CPU gradient of
+        # the broadcast matmul builds a [B, L / 2, C, C] tensor of per-position outer products
+        # (232 GB for the full-width stem at 196,608 bp). Same variables, same numbers.
+        logits = tf.reshape(self._logit_linear(tf.reshape(inputs, (-1, num_features))),
+                            tf.shape(windows))
+        return tf.reduce_sum(windows * tf.nn.softmax(logits, axis=-2), axis=-2)
 
 
 class MaxPooling1D(snt.Module):
@@ -134,7 +166,7 @@ class TargetLengthCrop1D(snt.Module):
         if trim < 0:
             raise ValueError(f"inputs of length {inputs.shape[-2]} are shorter than the target "
                              f"length {self._target_length}")
-        return inputs[..., trim:trim + self._target_length, :]
+        return slice_axis(inputs, -2, trim, self._target_length)
 
 
 def conv_block(filters: int, width: int = 1, w_init=None, name: str = "conv_block") -> Sequential:

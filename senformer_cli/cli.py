@@ -371,7 +371,64 @@ def train_command(
 
 
 # ---------------------------------------------------------------- profile (issue 9)
-# (commands of this section go here)
+@app.command("profile")
+@user_errors
+def profile_command(
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="Base model: enformer, s-enformer, small or tiny. Each "
+        "--attention kind is applied to it (--preset enformer --attention full,sparse is the "
+        "enformer / s-enformer pair). Default: enformer on a GPU; on a CPU the tiny width at "
+        "short lengths, so the run finishes in minutes."),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    attention: str = typer.Option("full,sparse", "--attention",
+                                  help="Attention kinds to compare, comma-separated."),
+    lengths: Optional[str] = typer.Option(
+        None, "--lengths", help="Input lengths in bp, comma-separated "
+        "(default 131072,196608,393216,786432,1048576)."),
+    mode: str = typer.Option("train", "--mode", help="train (forward, loss, backward, Adam "
+                             "update) or predict (forward pass)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Sequences per step."),
+    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median)."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed steps first (tracing, allocations)."),
+    component: str = typer.Option("model", "--component", help="model (the whole model) or "
+                                  "attention (one attention layer alone at length / 128 tokens)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (bfloat16 compute, "
+                                  "float32 weights)."),
+    max_memory: Optional[str] = typer.Option(
+        None, "--max-memory", help="Memory limit, e.g. 20GB: configurations estimated above it are "
+        "skipped, and runs going over it are stopped (CPU); both are reported as rows. Default on "
+        "a CPU: 90% of the memory available."),
+    timeout: float = typer.Option(0, "--timeout", help="Seconds per configuration (0: none)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write profile.csv, profile.json "
+                                       "and profile.png to this directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Peak memory and step time of full vs sparse attention as the input grows, each model x
+    length in a fresh process."""
+    from senformer_cli import profiling, report
+    from senformer_cli.config import parse_overrides
+
+    request = profiling.make_request(
+        preset=preset, config_file=config_file, overrides=parse_overrides(overrides or []),
+        attention=attention, lengths=lengths, mode=mode, batch_size=batch_size, steps=steps,
+        warmup=warmup, component=component, precision=precision, max_memory=max_memory,
+        timeout_seconds=timeout or None)
+    if out is not None:
+        profiling.check_out_dir(out, overwrite)
+    for line in request.notes:
+        report.note(line)
+    with report.profile_progress(enabled=sys.stderr.isatty() and not as_json) as progress:
+        result = profiling.profile(request, progress=progress)
+    if out is not None:
+        profiling.write_outputs(result, out, overwrite=overwrite)
+    if as_json:
+        report.print_json(result)
+    else:
+        report.profile(result)
+        if out is not None:
+            report.note(f"wrote profile.csv, profile.json and profile.png to {out}")
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)
@@ -447,7 +504,44 @@ def receptive_field_command(
 
 
 # ---------------------------------------------------------------- demo (issue 11)
-# (commands of this section go here)
+@app.command("demo")
+@user_errors
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", metavar="DIR",
+                             help="Where the runs, each step's output and the report go. Running "
+                             "again with the same DIR reuses the finished steps."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="A smoke run of every step in about 2 minutes (a few training "
+                               "steps at 16,384 bp, human only): the numbers mean little."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data set, both models' weights, "
+                             "training and the receptive-field sequences."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Delete DIR and start over (needed when DIR holds other "
+                                   "files or a demo made with other options)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The whole S-Enformer study on the built-in synthetic data, end to end: make the data, train
+    the tiny Enformer (full attention) and S-Enformer (sparse) with the same seed and budget,
+    evaluate both on the test split, compare them, profile memory and time over input lengths,
+    and measure the receptive field; then print a summary and write DIR/report.html (one
+    self-contained page), DIR/report.md, tables (CSV, JSON) and plots (PNG). About 10 minutes on
+    2 CPU cores; --quick about 2."""
+    from senformer_cli import report
+    from senformer_cli.demo import run_demo
+
+    try:
+        with report.DemoProgress(enabled=not as_json) as progress:
+            result = run_demo(out, quick=quick, seed=seed, overwrite=overwrite,
+                              events=progress.event, progress=progress.update)
+    except KeyboardInterrupt:
+        report.error(f"interrupted; run the same command again to continue from the finished "
+                     f"steps ({out}/demo.json)")
+        raise typer.Exit(code=130) from None
+    summary = result.to_dict()
+    report.print_json(summary) if as_json else report.demo_summary(summary)
+    if result.status != "completed":
+        report.error(result.message)
+        raise typer.Exit(code=130 if result.status == "interrupted" else 1)
 
 
 def main() -> None:

@@ -147,15 +147,227 @@ def data_inspect(
 
 
 # ---------------------------------------------------------------- evaluate, compare (issue 7)
-# (commands of this section go here)
+MODEL_SPEC_HELP = ("a preset (enformer, s-enformer, small, tiny: untrained), a run directory of "
+                   "`senformer train`, RUN/checkpoints/ckpt-N, a SavedModel directory of "
+                   "`senformer export`, or enformer-pretrained")
+DATA_OPTION = typer.Option(None, "--data", "-d", metavar="DIR",
+                           help="One organism's Basenji data directory (statistics.json, "
+                           "tfrecords/, sequences.bed, targets sheet), e.g. data/human.")
+GENOME_OPTION = typer.Option(None, "--genome", metavar="FASTA",
+                             help="The genome the records were cut from (hg38.ml.fa / mm10.ml.fa): "
+                             "records are extended to the model's input with its flanks. "
+                             "Default: N padding.")
+HEAD_OPTION = typer.Option(None, "--head", help="The model head to score (default: the data "
+                           "directory's name, e.g. human).")
+SPLIT_OPTION = typer.Option("test", "--split", help="train, valid or test.")
+MAX_SEQUENCES_OPTION = typer.Option(None, "--max-sequences", "-n", min=1,
+                                    help="Evaluate the first N records of the split only.")
+BATCH_SIZE_OPTION = typer.Option(1, "--batch-size", "-b", min=1, help="Sequences per forward pass.")
+METRIC_OPTION = typer.Option("per-track", "--metric",
+                             help="per-track: Pearson r per track over all (sequence, bin) pairs, "
+                             "mean per track type (the Enformer paper's); pooled: one r over all "
+                             "bins x tracks x sequences of a type (the S-Enformer report's).")
+AVERAGE_RC_OPTION = typer.Option(False, "--average-rc",
+                                 help="Average the forward and reverse-complement predictions.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", metavar="DIR",
+                              help="Folder of the published weights (enformer-pretrained).")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=f"The model: {MODEL_SPEC_HELP}."),
+    data: Optional[Path] = DATA_OPTION,
+    genome: Optional[Path] = GENOME_OPTION,
+    head: Optional[str] = HEAD_OPTION,
+    split: str = SPLIT_OPTION,
+    max_sequences: Optional[int] = MAX_SEQUENCES_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    metric: str = METRIC_OPTION,
+    average_rc: bool = AVERAGE_RC_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       help="Write summary.json, tracks.csv and sequences.csv "
+                                       "here (refused if it holds files, unless --overwrite)."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mean Pearson r per track type (DNase/ATAC, ChIP histone, ChIP TF, CAGE) of a model on one
+    organism's test split: the Enformer paper's metric."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.evaluation import evaluate
+
+    values = parse_overrides(overrides or [])
+    with report.evaluation_progress(enabled=not as_json) as progress:
+        result = evaluate(model, data, overrides=values, weights=weights, out=out,
+                          overwrite=overwrite, split=split, head=head, genome=genome,
+                          max_sequences=max_sequences, batch_size=batch_size, metric=metric,
+                          average_rc=average_rc, progress=progress)
+    report.print_json(result.summary) if as_json else report.evaluation(result, out)
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    a: Optional[str] = typer.Argument(None, metavar="A", help="Model A (as for evaluate --model), "
+                                      "or with --results an `evaluate --out` folder."),
+    b: Optional[str] = typer.Argument(None, metavar="B", help="Model B, or an `evaluate --out` "
+                                      "folder with --results."),
+    results: bool = typer.Option(False, "--results",
+                                 help="A and B are `evaluate --out` folders: compare them without "
+                                 "running a model."),
+    data: Optional[Path] = DATA_OPTION,
+    genome: Optional[Path] = GENOME_OPTION,
+    head: Optional[str] = HEAD_OPTION,
+    split: str = SPLIT_OPTION,
+    max_sequences: Optional[int] = MAX_SEQUENCES_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    metric: str = METRIC_OPTION,
+    average_rc: bool = AVERAGE_RC_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       help="Write compare.csv, compare.json and compare.png here "
+                                       "(refused if it holds files, unless --overwrite)."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """How two models' per-sequence accuracies relate, per track type: mean r of A and B, B - A,
+    the correlation between their per-sequence values, % of sequences where B >= A and a paired
+    Wilcoxon test. Each model reads the records at its own input length."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.evaluation import compare
+
+    values = parse_overrides(overrides or [])
+    with report.evaluation_progress(enabled=not as_json and not results) as progress:
+        result = compare(a, b, data, results=results, overrides=values, weights=weights, out=out,
+                         overwrite=overwrite, progress=progress, split=split, head=head,
+                         genome=genome, max_sequences=max_sequences, batch_size=batch_size,
+                         metric=metric, average_rc=average_rc)
+    report.print_json(result.summary) if as_json else report.comparison(result, out)
 
 
 # ---------------------------------------------------------------- export (issue 7)
-# (commands of this section go here)
+@app.command("export")
+@user_errors
+def export(
+    model: str = typer.Option(..., "--model", "-m", metavar="SPEC", help=f"The model: {MODEL_SPEC_HELP}."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the SavedModel (written atomically)."),
+    overrides: Optional[List[str]] = SET_OPTION,
+    weights: Optional[Path] = WEIGHTS_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write a model as a TensorFlow SavedModel with a predict_on_batch signature ([None, L, 4]
+    one-hot -> {head: [None, bins, tracks]}) and its configuration inside; plain
+    tf.saved_model.load runs it, and --model DIR reads it back."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides
+    from senformer_cli.model.export import export_model
+
+    values = parse_overrides(overrides or [])
+    with report.stages(enabled=not as_json) as progress:
+        summary = export_model(model, out, values, weights=weights, overwrite=overwrite,
+                               progress=progress)
+    report.print_json(summary) if as_json else report.export_summary(summary)
 
 
 # ---------------------------------------------------------------- train (issue 8)
-# (commands of this section go here)
+@app.command("train")
+@user_errors
+def train_command(
+    data: Optional[List[str]] = typer.Option(
+        None, "--data", "-d", metavar="[HEAD=]DIR",
+        help="A Basenji data directory to train on (its name is the head, e.g. data/human; or "
+        "HEAD=DIR). Repeat for several organisms: their batches alternate. Default: the built-in "
+        "synthetic data set (made on first use) and the tiny model."),
+    genome: Optional[List[str]] = typer.Option(
+        None, "--genome", "-g", metavar="HEAD=FASTA",
+        help="The genome FASTA of a head's records: their flanks are taken from it when the model's "
+        "input is longer than the records (else N padding). Repeatable."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Run directory. Default: runs/<preset>, or "
+        "runs/<preset>-<attention> when --set attention= differs from the preset's."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="Model preset: enformer, s-enformer, small or tiny. Default: "
+        "s-enformer with --data, tiny without."),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", metavar="KEY=VALUE",
+        help="Override a model field (--set attention=full) or a training field "
+        "(--set train.max_shift=0). Repeatable."),
+    init_from: Optional[str] = typer.Option(
+        None, "--init-from", metavar="SPEC",
+        help="Start from these weights: a preset, a run directory, a checkpoint, a SavedModel or "
+        "enformer-pretrained. Heads whose track count differs from the data's are created fresh."),
+    trainable: Optional[str] = typer.Option(
+        None, "--trainable", help="all (default), attention (each transformer block's attention "
+        "and the LayerNorm before it: the S-Enformer recipe) or heads. Frozen parts run in "
+        "inference mode."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (tiny: 600; paper: "
+                                        "150,000)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b",
+                                             help="Global batch (split across replicas)."),
+    accumulate: Optional[int] = typer.Option(
+        None, "--accumulate", help="Sum the gradients of K batches per step (a K-times larger "
+        "effective batch on one device; batch norm still sees batches of --batch-size)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr",
+                                                  help="Adam learning rate after warm-up."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps",
+                                               help="Linear warm-up steps."),
+    clip_norm: Optional[float] = typer.Option(None, "--clip-norm",
+                                              help="Clip gradients to this global norm."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every",
+                                             help="Validate every N steps."),
+    eval_sequences: Optional[int] = typer.Option(
+        None, "--eval-sequences", help="Validate on up to N sequences per head (default: the "
+        "whole valid split; tiny: 32)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
+                                                   help="Save a checkpoint every N steps."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Checkpoints kept (plus the best)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the data order, the "
+                                       "augmentation and dropout."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (bfloat16 "
+                                            "compute, float32 variables)."),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="auto, one-device, mirrored (all local GPUs), multi-worker "
+        "(TF_CONFIG) or tpu."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its "
+                                "latest checkpoint, exactly as if it had not stopped."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Train Enformer / S-Enformer with the paper's recipe (Poisson loss, Adam with warm-up,
+    global-norm clipping, alternating organisms, reverse-complement and shift augmentation),
+    validating and checkpointing as it goes. `senformer train` alone trains the tiny model on the
+    synthetic data in a few CPU minutes."""
+    from senformer_cli import report
+    from senformer_cli.config import parse_overrides, parse_train_overrides, split_overrides
+    from senformer_cli.training import TrainRequest, train
+
+    model_sets, train_sets = split_overrides(overrides or [])
+    train_overrides = parse_train_overrides(train_sets)
+    options = {"init_from": init_from, "trainable": trainable, "steps": steps,
+               "batch_size": batch_size, "accumulate": accumulate, "learning_rate": learning_rate,
+               "warmup_steps": warmup_steps, "clip_norm": clip_norm, "eval_every": eval_every,
+               "eval_sequences": eval_sequences, "checkpoint_every": checkpoint_every,
+               "keep": keep, "seed": seed, "precision": precision, "strategy": strategy}
+    train_overrides.update({k: v for k, v in options.items() if v is not None})
+    request = TrainRequest(data=data or [], genomes=genome or [], out=out, preset=preset,
+                           config_file=config_file, model_overrides=parse_overrides(model_sets),
+                           train_overrides=train_overrides, resume=resume, overwrite=overwrite)
+    with report.TrainProgress(enabled=not as_json) as progress:
+        result = train(request, progress=progress.update, notify=report.notice)
+    report.print_json(result.to_dict()) if as_json else report.train_result(result.to_dict())
+    if result.status == "non-finite":
+        report.error(result.message)
+        raise typer.Exit(code=1)
+    if result.status == "interrupted":
+        raise typer.Exit(code=130 if result.message.startswith("SIGINT") else 143)
 
 
 # ---------------------------------------------------------------- profile (issue 9)

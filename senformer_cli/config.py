@@ -126,6 +126,10 @@ class ModelConfig:
             bad("channels", "must be even (the stem has channels / 2 filters)")
         if min(self.conv_tower_filters) < 1:
             bad("conv_tower_divisible_by", f"rounds the conv tower filters to {self.conv_tower_filters}")
+        if self.conv_tower_filters[-1] != self.channels:
+            bad("channels", f"the conv tower's last block rounds to {self.conv_tower_filters[-1]} "
+                f"filters (multiples of conv_tower_divisible_by = {self.conv_tower_divisible_by}); "
+                "channels must equal it")
         rel = self.relative_position_features
         if not isinstance(rel, int) or rel < 6 or rel % 6:
             bad("num_relative_position_features",
@@ -246,3 +250,177 @@ PRESETS: dict[str, dict[str, Any]] = {
              "attention": "sparse", "block_size": 16, "num_random_blocks": 2,
              "heads": {"human": 16, "mouse": 8}},
 }
+
+
+# ==================================================================== training
+PRECISIONS = ("fp32", "bf16")
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "tpu")
+TRAINABLE = ("all", "attention", "heads")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of `senformer train`. The defaults are the Enformer paper's recipe (DESIGN.md §7).
+
+    Saved in a run's config.json beside the model config; `--set train.<field>=value` overrides one.
+    """
+
+    steps: int = 150_000
+    batch_size: int = 64  # global batch, split across replicas
+    accumulate: int = 1  # micro-batches of `batch_size` whose gradients make one step
+    learning_rate: float = 5e-4
+    warmup_steps: int = 5_000  # linear warm-up from 0, then constant
+    clip_norm: float = 0.2  # on the global norm of all gradients
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    # Data: {head: data directory} and {head: genome FASTA}; heads alternate step by step.
+    data: dict[str, str] = field(default_factory=dict)
+    genomes: dict[str, str] = field(default_factory=dict)
+    reverse_complement: bool = True
+    max_shift: int = 3  # bp
+    shuffle_buffer: int = 64
+    # Validation, checkpoints, logs.
+    eval_every: int = 1_000
+    eval_sequences: int | None = None  # per head; None = the whole valid split
+    eval_batch_size: int = 4
+    checkpoint_every: int = 1_000
+    keep: int = 3
+    log_every: int = 10
+    seed: int = 0
+    # Fine-tuning and hardware.
+    init_from: str | None = None
+    trainable: str = "all"
+    precision: str = "fp32"
+    strategy: str = "auto"
+    jit_compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SenformerError naming the first bad field."""
+
+        def bad(name: str, why: str) -> None:
+            raise SenformerError(f"train field '{name}' = {getattr(self, name)!r}: {why}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for name in ("steps", "batch_size", "accumulate", "eval_every", "eval_batch_size",
+                     "checkpoint_every", "keep", "log_every", "shuffle_buffer"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                bad(name, "must be a positive integer")
+        for name in ("warmup_steps", "max_shift", "seed"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                bad(name, "must be a non-negative integer")
+        if self.eval_sequences is not None and (not is_int(self.eval_sequences)
+                                                or self.eval_sequences < 1):
+            bad("eval_sequences", "must be a positive integer or null (the whole split)")
+        for name in ("learning_rate", "clip_norm", "epsilon"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                bad(name, "must be a positive number")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                bad(name, "must be a number in [0, 1)")
+        for name in ("reverse_complement", "jit_compile"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
+        for name in ("data", "genomes"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                bad(name, "must map head names to paths")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            bad("init_from", "must be a model spec (a string) or null")
+        for name, choices in (("trainable", TRAINABLE), ("precision", PRECISIONS),
+                              ("strategy", STRATEGIES)):
+            if getattr(self, name) not in choices:
+                bad(name, f"must be one of {', '.join(choices)}")
+
+    @property
+    def examples_per_step(self) -> int:
+        return self.batch_size * self.accumulate
+
+    @classmethod
+    def for_preset(cls, preset: str | None, **overrides: Any) -> "TrainConfig":
+        """The recipe for a model preset (`tiny` has its own, quick one), some fields replaced."""
+        values = dict(TRAIN_PRESETS.get(preset or "", {}))
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SenformerError(f"unknown train field '{sorted(unknown)[0]}'")
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> "TrainConfig":
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SenformerError(f"{source}: unknown train field '{sorted(unknown)[0]}'")
+        try:
+            return cls(**data)
+        except SenformerError as error:
+            raise SenformerError(f"{source}: {error}") from None
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise SenformerError(f"unknown train field '{sorted(unknown)[0]}'")
+        return dataclasses.replace(self, **changes)
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # A few CPU minutes on the synthetic data (`senformer train` with no --data).
+    "tiny": {"steps": 600, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 50,
+             "clip_norm": 1.0, "eval_every": 50, "eval_sequences": 32, "checkpoint_every": 50,
+             "log_every": 10},
+}
+
+
+def split_overrides(assignments: list[str]) -> tuple[list[str], list[str]]:
+    """Split `--set` strings into model ones (`key=value`) and training ones (`train.key=value`,
+    returned without the `train.` prefix)."""
+    model, train = [], []
+    for item in assignments:
+        if item.strip().startswith("train."):
+            train.append(item.strip()[len("train."):])
+        else:
+            model.append(item)
+    return model, train
+
+
+def parse_train_overrides(assignments: list[str]) -> dict[str, Any]:
+    """Parse `train.key=value` strings (prefix already removed, as `split_overrides` returns them).
+
+    Values are JSON where they parse, else strings; `data.human=DIR` / `genomes.human=FASTA` set
+    one entry of those mappings.
+    """
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SenformerError(f"--set 'train.{item}': expected train.key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        name, _, sub = key.partition(".")
+        if name not in fields:
+            raise SenformerError(f"--set 'train.{item}': unknown train field '{name}'")
+        if sub:
+            if name not in ("data", "genomes"):
+                raise SenformerError(f"--set 'train.{item}': only 'data' and 'genomes' take a "
+                                     "sub-key")
+            entries = dict(overrides.get(name, {}))
+            entries[sub] = str(value)
+            overrides[name] = entries
+        else:
+            overrides[name] = value
+    return overrides

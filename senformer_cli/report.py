@@ -135,15 +135,268 @@ def data_inspect(summary: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- evaluate, compare (issue 7)
-# (renderers of this section go here)
+import contextlib  # noqa: E402  (kept in this section: the file's header is shared)
+from typing import Callable, Iterator  # noqa: E402
+
+
+def _r(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _p_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
+
+@contextlib.contextmanager
+def evaluation_progress(enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for `progress(done_sequences, total_sequences)` callbacks, with
+    sequences/s and the time left; yields None (no bar) when disabled or stderr is not a
+    terminal."""
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class SpeedColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("- seq/s" if speed is None else f"{speed:.2f} seq/s")
+
+    bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sequences"), SpeedColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True)
+    tasks: list = []
+
+    def progress(done: int, total: int) -> None:
+        # The bar appears with the first sequence count (after the model is loaded and traced),
+        # so its clock and rate measure evaluation only.
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task("evaluate", total=total))
+        bar.update(tasks[0], completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if tasks:
+            bar.stop()
+
+
+def _untrained_note(summary: dict[str, Any], who: str | None = None) -> None:
+    if summary.get("untrained"):
+        console.print(f"[yellow]note:[/] {who + ': ' if who else ''}"
+                      f"{summary.get('model_description')}; these "
+                      "correlations are a baseline, not a trained model's accuracy",
+                      highlight=False)
+
+
+def evaluation(result, out: Any = None) -> None:
+    """Table for `senformer evaluate`: mean and median r per track type, and all tracks."""
+    from senformer_cli.data.targets import TRACK_TYPE_LABELS
+
+    summary = result.summary
+    pooled = summary.get("metric") == "pooled"
+    description = summary.get("model_description")
+    model = summary["model"]
+    if description and description != model and not summary.get("untrained"):
+        model += f" ({description})"  # an untrained model's description is in the note above
+    title = (f"{model}\n{summary['data']} ({summary['head']} head), {summary['split']} split, "
+             f"{summary['num_sequences']:,} sequences" +
+             (f" of {summary['split_sequences']:,}" if summary.get("split_sequences",
+                                                              summary["num_sequences"])
+              != summary["num_sequences"] else "") +
+             f"; input {summary['sequence_length']:,} bp ({summary['extension']})" +
+             ("; forward and reverse-complement predictions averaged"
+              if summary.get("average_rc") else ""))
+    _untrained_note(summary)
+    table = Table(title=title, title_justify="left")
+    table.add_column("track type", no_wrap=True)
+    table.add_column("tracks", justify="right")
+    if pooled:
+        table.add_column("pooled r", justify="right")
+    table.add_column("mean r", justify="right")
+    table.add_column("median r", justify="right")
+    table.add_column("zero variance", justify="right")
+    for kind in result.track_types:
+        info = summary[kind]
+        row = [TRACK_TYPE_LABELS.get(kind, "all tracks"), _fmt_int(info["tracks"])]
+        if pooled:
+            row.append(_r(info.get("pooled_r")))
+        row += [_r(info["mean_r"]), _r(info["median_r"]),
+                _fmt_int(info["excluded_zero_variance"])]
+        table.add_row(*row, style="bold" if kind == "all" else None)
+    caption = ("mean/median r: of each track's Pearson r over all (sequence, bin) pairs (the "
+               "Enformer paper's metric); zero variance: tracks left out")
+    if pooled:
+        caption = ("pooled r: one Pearson r over all bins x tracks x sequences of a type (the "
+                   "S-Enformer report's variant, not the paper's metric); " + caption)
+    table.caption = caption
+    console.print(table)
+    if summary.get("sequences_per_second"):
+        console.print(f"{summary['num_sequences']:,} sequences in {summary['seconds']:.1f} s "
+                      f"({summary['sequences_per_second']:.2f} sequences/s)", highlight=False)
+    if out is not None:
+        console.print(f"wrote {out}/: summary.json, tracks.csv, sequences.csv", highlight=False)
+
+
+def comparison(result, out: Any = None) -> None:
+    """Table for `senformer compare`: per track type, A's and B's mean r and how the two models'
+    per-sequence values relate."""
+    summary = result.summary
+    labels = summary.get("labels", {})
+    for key, evaluation in result.evaluations.items():
+        _untrained_note(evaluation.summary, f"{key.upper()} ({evaluation.summary['model']})")
+    lengths = ""
+    if summary.get("sequence_length_a") and summary.get("sequence_length_b"):
+        lengths = (f"; input {summary['sequence_length_a']:,} / {summary['sequence_length_b']:,} "
+                   "bp")
+    title = (f"A: {summary['a']}  vs  B: {summary['b']}\n{summary.get('data')}, "
+             f"{summary.get('split')} split, {summary.get('num_sequences')} sequences{lengths}")
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for column in ("track type", "seqs", "mean r A", "mean r B", "B - A", "r(A,B)", "B >= A",
+                   "p"):
+        table.add_column(column, justify="left" if column == "track type" else "right",
+                         no_wrap=True)
+    for row in summary["track_types"].items():
+        kind, info = row
+        difference = info["difference"]
+        table.add_row(
+            labels.get(kind, kind), _fmt_int(info["sequences"]), _r(info["mean_r_a"]),
+            _r(info["mean_r_b"]), "-" if difference is None else f"{difference:+.4f}",
+            _r(info["r_between"], 3),
+            "-" if info["percent_b_ge_a"] is None else f"{info['percent_b_ge_a']:.1f}%",
+            _p_value(info["wilcoxon_p"]), style="bold" if kind == "all" else None)
+    table.caption = ("mean r: evaluate's metric. Per-sequence values (each track's r over one "
+                     "sequence's bins, mean over the type): r(A,B) is their Pearson r between the "
+                     "models, B >= A the % of sequences where B's is at least A's, p the paired "
+                     "Wilcoxon signed-rank test (two-sided)")
+    console.print(table)
+    if out is not None:
+        extra = ", a/ and b/ (each model's evaluate output)" if result.evaluations else ""
+        console.print(f"wrote {out}/: compare.csv, compare.json, compare.png{extra}",
+                      highlight=False)
 
 
 # ---------------------------------------------------------------- export (issue 7)
-# (renderers of this section go here)
+@contextlib.contextmanager
+def stages(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the current stage of a long operation; yields `progress(stage)`.
+    Off (a no-op callable) when disabled or when stderr is not a terminal."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda stage: None
+        return
+    with err_console.status("starting") as status:
+        yield lambda stage: status.update(f"{stage}...")
+
+
+def export_summary(summary: dict[str, Any]) -> None:
+    """What `senformer export` wrote."""
+    table = Table(title=f"SavedModel written to {summary['out']}", title_justify="left",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("model", summary["model"])
+    table.add_row("signature", f"{summary['signature']}: float32 {_shape(summary['input_shape'])} -> "
+                  + ", ".join(f"{head} {_shape(shape)}" for head, shape in summary["outputs"].items()))
+    table.add_row("attention", summary["attention"])
+    table.add_row("parameters", _fmt_int(summary["parameters"]))
+    table.add_row("size", f"{summary['size_bytes'] / 1e6:,.1f} MB")
+    table.caption = (f"plain TensorFlow: tf.saved_model.load('{summary['out']}')"
+                     f".predict_on_batch(x); this tool: --model {summary['out']}")
+    console.print(table)
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
 
 
 # ---------------------------------------------------------------- train (issue 8)
-# (renderers of this section go here)
+def notice(line: str) -> None:
+    """One informational line on stderr (not part of the command's output)."""
+    err_console.print(f"[cyan]note:[/] {line}", highlight=False, soft_wrap=True)
+
+
+class TrainProgress:
+    """A rich progress bar on stderr for `senformer train`: step, loss, steps/s and ETA (the rate
+    leaves out each head's first, compiling step). Off when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.enabled = enabled and err_console.is_terminal
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"), console=err_console, transient=True,
+            disable=not self.enabled)
+        self._task = None
+
+    def __enter__(self) -> "TrainProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, state: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("training", total=state["steps"],
+                                                 completed=state.get("start", 0), loss="-",
+                                                 rate="compiling", eta="-")
+        if state["phase"] == "validate":
+            self._progress.update(self._task, description="validating")
+            return
+        rate = state.get("steps_per_s")
+        eta = "-"
+        if rate:
+            seconds = int((state["steps"] - state["step"]) / rate)
+            eta = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        self._progress.update(self._task, description="training", completed=state["step"],
+                              loss=f"{state['loss']:.4f}",
+                              rate=f"{rate:.2f} steps/s" if rate else "compiling", eta=eta)
+
+
+def _r(value: Any) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def train_result(result: dict[str, Any]) -> None:
+    """The best and the final validation of a training run, per head and track type."""
+    from senformer_cli.data.targets import TRACK_TYPE_LABELS, TRACK_TYPES
+
+    best, final = result.get("best"), result.get("final")
+    rate = result.get("steps_per_s")
+    console.print(f"[bold]{result['run_dir']}[/]: {result['status']} at step {result['step']:,} "
+                  f"of {result['train_config']['steps']:,}"
+                  + (f", {rate:.2f} steps/s after warm-up" if rate else ""), highlight=False)
+    if result.get("message"):
+        console.print(result["message"], highlight=False)
+    if best is None:
+        console.print("no validation yet")
+        return
+    for head in final["heads"]:
+        table = Table(title=f"validation mean Pearson r, {head}", title_justify="left")
+        table.add_column("track type")
+        table.add_column(f"best (step {best['step']:,})", justify="right")
+        table.add_column(f"final (step {final['step']:,})", justify="right")
+        for kind in (*TRACK_TYPES, "all"):
+            if kind not in final["heads"][head] and kind not in best["heads"].get(head, {}):
+                continue
+            table.add_row(TRACK_TYPE_LABELS.get(kind, kind),
+                          _r(best["heads"].get(head, {}).get(kind)),
+                          _r(final["heads"][head].get(kind)),
+                          style="bold" if kind == "all" else None)
+        console.print(table)
+    checkpoint = result.get("best_checkpoint")
+    if checkpoint:
+        console.print(f"best checkpoint: {checkpoint} (mean r {best['valid_mean_r']:.3f}); "
+                      f"metrics: {result['run_dir']}/metrics.csv", highlight=False)
 
 
 # ---------------------------------------------------------------- profile (issue 9)

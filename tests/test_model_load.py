@@ -218,3 +218,118 @@ def test_unknown_spec_says_what_was_tried(tmp_path: Path, make, match: str):
 def test_weights_only_with_pretrained(tmp_path: Path):
     with pytest.raises(SenformerError, match="--weights"):
         load_model("tiny", SMALL, weights=tmp_path)
+
+
+# ----------------------------------------------------------------------------- published weights
+C384 = {"channels": 384, "num_transformer_layers": 2, "heads": {"human": 64, "mouse": 16},
+        "sequence_length": 131_072}
+
+
+@pytest.fixture(scope="module")
+def released_layout(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference Sonnet checkpoint under the released file names (`checkpoint` rewritten)."""
+    source = reference_dir / "enformer_c384_l2_sonnet"
+    folder = tmp_path_factory.mktemp("enformer-weights")
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copyfile(source / f"enformer-c384-l2-1{suffix}", folder / f"{PRETRAINED_PREFIX}{suffix}")
+    text = (source / "checkpoint").read_text().replace("enformer-c384-l2-1", PRETRAINED_PREFIX)
+    (folder / "checkpoint").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pretrained_c384(released_layout: Path):
+    return load_model("enformer-pretrained", C384, weights=released_layout)
+
+
+def test_published_checkpoint_gives_the_published_outputs(pretrained_c384, reference_dir: Path):
+    archive = np.load(reference_dir / "enformer_c384_l2.npz")
+    loaded = pretrained_c384
+    assert loaded.kind == "pretrained"
+    assert loaded.config == ModelConfig.from_preset("enformer", **C384)
+    outputs = loaded.model(tf.constant(one_hot(archive["sequence_index"])[np.newaxis]), is_training=False)
+    for head in ("human", "mouse"):
+        expected = archive[head]
+        error = np.max(np.abs(outputs[head].numpy()[0] - expected)) / np.max(np.abs(expected))
+        assert error < 1e-5, f"{head}: relative error {error:.2e}"
+
+
+def test_published_checkpoint_restores_every_variable(pretrained_c384, reference_dir: Path):
+    """Each variable equals the reference weights stored by name (an independent record of the
+    same model), so no variable kept its zero fill or got another variable's value."""
+    from senformer_cli.model.pretrained import read_npz_weights, variables_by_name
+
+    weights = read_npz_weights(reference_dir / "enformer_c384_l2.npz")
+    named = variables_by_name(pretrained_c384.model.variables)
+    assert sum(len(group) for group in named.values()) == len(pretrained_c384.model.variables) == 185
+    for name, group in named.items():
+        for variable, expected in zip(group, weights[name]):
+            np.testing.assert_array_equal(variable.numpy(), expected, err_msg=name)
+
+
+# The variables do not depend on the input length (except a sparse model's random-block tables),
+# so checks of the restore itself run the published weights at 32,768 bp: built in a second.
+SHORT = {"sequence_length": 32_768, "target_length": 32}
+
+
+def test_published_weights_into_sparse_attention(released_layout: Path, pretrained_c384):
+    sparse = load_model("enformer-pretrained", {**C384, **SHORT, "attention": "sparse"},
+                        weights=released_layout)
+    assert sparse.config.attention == "sparse" and sparse.config.sequence_length == 32_768
+    assert "random-block" in sparse.description
+    seeded = build_for_restore(sparse.config)  # fresh tables from the configuration's seed
+    tables = [(v, fresh) for v, fresh in zip(sparse.model.variables, seeded.variables)
+              if "random_blocks" in v.name]
+    assert len(tables) == 2
+    for variable, fresh in tables:
+        assert variable.name == fresh.name
+        np.testing.assert_array_equal(variable.numpy(), fresh.numpy())
+    # Everything else equals the full-attention model's restored weights, in the same order.
+    others = [v for v in sparse.model.variables if "random_blocks" not in v.name]
+    full = pretrained_c384.model.variables
+    assert [v.name for v in others] == [v.name for v in full]
+    for variable, expected in zip(others, full):
+        np.testing.assert_array_equal(variable.numpy(), expected.numpy(), err_msg=variable.name)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"heads": {"human": 32, "mouse": 16}},
+     r"head_human/linear/b:0' has shape \(32,\) in the model, \(64,\) in the checkpoint"),
+    ({"num_transformer_layers": 3}, "no value for the model's variable"),
+    ({"heads": {"human": 64}}, "has no counterpart in the model"),
+])
+def test_published_checkpoint_that_does_not_fit(released_layout: Path, overrides, match: str):
+    with pytest.raises(SenformerError, match=match) as error:
+        load_model("enformer-pretrained", {**C384, **SHORT, **overrides}, weights=released_layout)
+    assert "\n" not in str(error.value)
+
+
+def test_published_weights_are_looked_for_in_order(released_layout: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SENFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SENFORMER_ENFORMER_WEIGHTS", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SenformerError) as error:
+        find_pretrained(empty)
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(empty) in message and "SENFORMER_ENFORMER_WEIGHTS (unset)" in message
+    assert str(tmp_path / "cache" / "enformer-pretrained") in message
+    assert "gsutil -m cp 'gs://dm-enformer/models/enformer/sonnet_weights/*'" in message
+
+    monkeypatch.setenv("SENFORMER_ENFORMER_WEIGHTS", str(released_layout))
+    assert find_pretrained(empty) == released_layout / PRETRAINED_PREFIX
+    monkeypatch.delenv("SENFORMER_ENFORMER_WEIGHTS")
+    shutil.copytree(released_layout, tmp_path / "cache" / "enformer-pretrained")
+    assert find_pretrained(None) == tmp_path / "cache" / "enformer-pretrained" / PRETRAINED_PREFIX
+    assert find_pretrained(released_layout) == released_layout / PRETRAINED_PREFIX
+
+
+def test_damaged_published_checkpoint(released_layout: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    shutil.copytree(released_layout, broken)
+    (broken / f"{PRETRAINED_PREFIX}.index").write_bytes(b"not an index")
+    with pytest.raises(SenformerError, match="cannot read checkpoint") as error:
+        load_model("enformer-pretrained", {**C384, **SHORT}, weights=broken)
+    assert "\n" not in str(error.value)

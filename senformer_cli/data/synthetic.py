@@ -346,3 +346,26 @@ def _fasta_text(codes: np.ndarray, rng: np.random.Generator, width: int = 60) ->
     text[masked] += 32  # to lower case
     raw = text.tobytes().decode()
     return "".join(raw[i:i + width] + "\n" for i in range(0, len(raw), width))
+
+
+def ensure_synthetic(seed: int = 0) -> Path:
+    """The built-in `tiny` synthetic data set, written on first use: `cache_dir()/synthetic-tiny-seed<seed>`.
+
+    Holds `human/`, `mouse/`, `human.fa`, `mouse.fa` and `ground_truth.json`. The directory appears
+    only once complete (written under a temporary name, then renamed), and a lock file keeps two
+    processes from writing it at the same time.
+    """
+    import fcntl
+
+    from senformer_cli.paths import cache_dir
+
+    out = cache_dir() / f"synthetic-tiny-seed{seed}"
+    complete = out / "ground_truth.json"
+    if complete.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not complete.is_file():  # another process may have written it while we waited
+            write_synthetic(out, "tiny", seed)
+    return out

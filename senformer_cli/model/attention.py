@@ -66,8 +66,11 @@ class MultiheadAttention(snt.Module):
     def __init__(self, value_size: int, key_size: int, num_heads: int,
                  num_relative_position_features: int, attention_dropout_rate: float = 0.05,
                  positional_dropout_rate: float = 0.01, zero_initialize: bool = True,
-                 initializer: snt.initializers.Initializer | None = None, name: str | None = None):
+                 initializer: snt.initializers.Initializer | None = None, dropout_site: int = 0,
+                 name: str | None = None):
         super().__init__(name=name)
+        # Folded into a call's `seed` so every layer draws its own dropout masks from it.
+        self._dropout_site = dropout_site
         self._value_size = value_size
         self._key_size = key_size
         self._num_heads = num_heads
@@ -98,24 +101,37 @@ class MultiheadAttention(snt.Module):
         output = tf.reshape(output, [shape[0], shape[1], self._num_heads, output.shape[-1] // self._num_heads])
         return tf.transpose(output, [0, 2, 1, 3])
 
-    def relative_features(self, seq_len: int, is_training: bool, dtype: tf.dtypes.DType) -> tf.Tensor:
-        """Positional features of every offset -(T-1)..(T-1), dropout applied: [2T-1, F]."""
+    def relative_features(self, seq_len: int, is_training: bool, dtype: tf.dtypes.DType,
+                          seed: tf.Tensor | None = None) -> tf.Tensor:
+        """Positional features of every offset -(T-1)..(T-1), dropout applied: [2T-1, F].
+        With `seed` ([2] int) the dropout mask is stateless (the same for the same seed)."""
         features = relative_distance_table(seq_len, self._num_relative_position_features)
         if is_training and self._positional_dropout_rate > 0:
-            features = tf.nn.dropout(features, rate=self._positional_dropout_rate)
+            if seed is None:
+                features = tf.nn.dropout(features, rate=self._positional_dropout_rate)
+            else:
+                features = tf.nn.experimental.stateless_dropout(
+                    features, rate=self._positional_dropout_rate, seed=seed)
         return tf.cast(features, dtype)
 
     def __call__(self, inputs: tf.Tensor, is_training: bool = False,
-                 key_mask: tf.Tensor | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
+                 key_mask: tf.Tensor | None = None, mask: tf.Tensor | None = None,
+                 seed: tf.Tensor | None = None) -> tf.Tensor:
         """inputs [B, T, C]; key_mask [B, T] bool, False = key gets no attention (N padding);
-        mask [B or 1, H or 1, T, T] bool, a dense attention pattern (full attention only)."""
+        mask [B or 1, H or 1, T, T] bool, a dense attention pattern (full attention only);
+        seed [2] int: draw the dropout masks statelessly from it (a replayable training step)."""
         seq_len = inputs.shape[1]
+        positional_seed = None
+        if seed is not None:
+            seed = tf.random.experimental.stateless_fold_in(seed, self._dropout_site)
+            positional_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         q = self._heads(self._q_layer, inputs) * self._key_size**-0.5  # [B, H, T, K]
         k = self._heads(self._k_layer, inputs)  # [B, H, T, K]
         v = self._heads(self._v_layer, inputs)  # [B, H, T, V]
-        features = self.relative_features(seq_len, is_training, inputs.dtype)  # [2T-1, F]
+        features = self.relative_features(seq_len, is_training, inputs.dtype,
+                                          positional_seed)  # [2T-1, F]
         output = self._attend(q, k, v, features, key_mask=key_mask, mask=mask,
-                              is_training=is_training)
+                              is_training=is_training, seed=seed)
         shape = tf.shape(output)  # [B, T, H, V]
         output = tf.reshape(output, [shape[0], shape[1], self._num_heads * self._value_size])
         return self._embedding_layer(output)
@@ -124,22 +140,26 @@ class MultiheadAttention(snt.Module):
         """The positional features [2T-1, F] projected by r_k_layer: r_k [H, 2T-1, K]."""
         return self._heads(self._r_k_layer, features[tf.newaxis])[0]
 
-    def _dropout_seed(self, is_training: bool) -> tf.Tensor | None:
-        """A fresh seed for stateless attention dropout (None when there is no dropout)."""
+    def _dropout_seed(self, is_training: bool, seed: tf.Tensor | None = None) -> tf.Tensor | None:
+        """The seed of the stateless attention dropout (None when there is no dropout): derived
+        from the call's `seed` when given, else a fresh one."""
         if is_training and self._attention_dropout_rate > 0:
+            if seed is not None:
+                return tf.random.experimental.stateless_fold_in(seed, 0)
             return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         return None
 
     # ----------------------------------------------------------------- dense core
     def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, features: tf.Tensor, *,
-                key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
+                key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool,
+                seed: tf.Tensor | None = None) -> tf.Tensor:
         """q, k [B, H, T, K], v [B, H, T, V], positional features [2T-1, F] -> [B, T, H, V]."""
         if key_mask is not None:
             key_mask = tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :]
             mask = key_mask if mask is None else tf.logical_and(mask, key_mask)
         output = dense_attention(q, k, v, self._relative_keys(features), self._r_w_bias,
                                  self._r_r_bias, mask=mask, dropout_rate=self._attention_dropout_rate,
-                                 seed=self._dropout_seed(is_training))
+                                 seed=self._dropout_seed(is_training, seed))
         return tf.transpose(output, [0, 2, 1, 3])
 
 

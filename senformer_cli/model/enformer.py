@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from senformer_cli.config import ModelConfig
 from senformer_cli.model.attention import MultiheadAttention
-from senformer_cli.model.layers import (Residual, Sequential, TargetLengthCrop1D, conv_block, gelu,
-                                        pooling_module)
+from senformer_cli.model.layers import (Dropout, Residual, Sequential, TargetLengthCrop1D, conv_block,
+                                        gelu, pooling_module)
 
 
 class Enformer(snt.Module):
@@ -22,13 +22,17 @@ class Enformer(snt.Module):
         self.config = config
         channels = config.channels
 
+        def site(layer: int, slot: int) -> int:
+            """Each dropout's number: a call's `seed` gives every site its own masks."""
+            return 8 * layer + slot
+
         def attention_layer(index: int) -> MultiheadAttention:
             kwargs = dict(value_size=config.value_size, key_size=config.key_size,
                           num_heads=config.num_heads,
                           num_relative_position_features=config.relative_position_features,
                           attention_dropout_rate=config.attention_dropout_rate,
                           positional_dropout_rate=config.positional_dropout_rate,
-                          name=f"attention_{index}")
+                          dropout_site=site(index, 4), name=f"attention_{index}")
             if config.attention == "sparse":
                 from senformer_cli.model.sparse_attention import SparseMultiheadAttention
 
@@ -53,14 +57,14 @@ class Enformer(snt.Module):
                 ], name=f"conv_tower_block_{i}")
                 for i, filters in enumerate(config.conv_tower_filters)], name="conv_tower")
 
-            def transformer_mlp() -> Sequential:
+            def transformer_mlp(i: int) -> Sequential:
                 return Sequential(lambda: [
                     snt.LayerNorm(axis=-1, create_scale=True, create_offset=True),
                     snt.Linear(channels * 2),
-                    snt.Dropout(config.dropout_rate),
+                    Dropout(config.dropout_rate, site(i, 2)),
                     tf.nn.relu,
                     snt.Linear(channels),
-                    snt.Dropout(config.dropout_rate)], name="mlp")
+                    Dropout(config.dropout_rate, site(i, 3))], name="mlp")
 
             transformer = Sequential(lambda: [
                 Sequential(lambda: [
@@ -68,15 +72,15 @@ class Enformer(snt.Module):
                         snt.LayerNorm(axis=-1, create_scale=True, create_offset=True,
                                       scale_init=snt.initializers.Ones()),
                         attention_layer(i),
-                        snt.Dropout(config.dropout_rate)], name="mha")),
-                    Residual(transformer_mlp())], name=f"transformer_block_{i}")
+                        Dropout(config.dropout_rate, site(i, 1))], name="mha")),
+                    Residual(transformer_mlp(i))], name=f"transformer_block_{i}")
                 for i in range(config.num_transformer_layers)], name="transformer")
 
             crop_final = TargetLengthCrop1D(config.target_length, name="target_input")
 
             final_pointwise = Sequential(lambda: [
                 conv_block(channels * 2, 1),
-                snt.Dropout(config.final_dropout_rate),
+                Dropout(config.final_dropout_rate, site(config.num_transformer_layers, 0)),
                 gelu], name="final_pointwise")
 
             self._trunk = Sequential([stem, conv_tower, transformer, crop_final, final_pointwise],
@@ -107,9 +111,15 @@ class Enformer(snt.Module):
         has_base = tf.reduce_max(inputs, axis=-1) > 0  # [B, L]
         return tf.reduce_any(tf.reshape(has_base, [-1, config.num_tokens, config.bin_size]), axis=-1)
 
-    def __call__(self, inputs: tf.Tensor, is_training: bool) -> dict[str, tf.Tensor]:
-        """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}."""
+    def __call__(self, inputs: tf.Tensor, is_training: bool,
+                 seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}.
+
+        seed: [2] int, draw every dropout mask statelessly from it (training replays exactly).
+        """
         kwargs = {"key_mask": self.padding_mask(inputs)} if self.config.mask_padding else {}
+        if seed is not None:
+            kwargs["seed"] = seed
         trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
         return {head: module(trunk_embedding, is_training=is_training)
                 for head, module in self._heads.items()}

@@ -22,7 +22,8 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
 
 def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
     """Call `layer` with what it takes: our modules (TRAINING_AWARE) get is_training and the
-    keyword arguments (e.g. an attention key mask), batch norm and dropout get is_training."""
+    keyword arguments (e.g. an attention key mask, a dropout seed), batch norm and Sonnet's
+    dropout get is_training."""
     if getattr(layer, "TRAINING_AWARE", False):
         return layer(inputs, is_training=is_training, **kwargs)
     if isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)):
@@ -55,6 +56,31 @@ class Sequential(snt.Module):
         for layer in self._layers:
             outputs = _call_layer(layer, outputs, is_training, **kwargs)
         return outputs
+
+
+class Dropout(snt.Module):
+    """Dropout that is stateless when the call gets a `seed`.
+
+    A training step given `seed` ([2] int; every dropout site folds in its own `site` number)
+    draws the same masks whenever it is run again with that seed, so a resumed run replays the
+    interrupted one exactly. Without a seed it is `tf.nn.dropout` (stateful), as in Sonnet.
+    """
+
+    TRAINING_AWARE = True
+
+    def __init__(self, rate: float, site: int = 0, name: str = "dropout"):
+        super().__init__(name=name)
+        self._rate = rate
+        self._site = site
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool, seed: tf.Tensor | None = None,
+                 **unused) -> tf.Tensor:
+        if not is_training or self._rate == 0:
+            return inputs
+        if seed is None:
+            return tf.nn.dropout(inputs, rate=self._rate)
+        return tf.nn.experimental.stateless_dropout(
+            inputs, rate=self._rate, seed=tf.random.experimental.stateless_fold_in(seed, self._site))
 
 
 class Residual(snt.Module):

@@ -28,7 +28,7 @@ import tensorflow as tf
 from senformer_cli.config import PRESETS, ModelConfig
 from senformer_cli.errors import SenformerError
 from senformer_cli.model.enformer import Enformer
-from senformer_cli.model.pretrained import RANDOM_BLOCK_TABLE, restore_checkpoint
+from senformer_cli.model.pretrained import RANDOM_BLOCK_TABLE, open_checkpoint, restore_checkpoint
 from senformer_cli.model.summary import EAGER_COST_LIMIT, build_for_counting
 from senformer_cli.paths import cache_dir
 
@@ -96,7 +96,7 @@ def configure(base: ModelConfig | dict[str, Any], overrides: dict[str, Any], sou
     return ModelConfig.from_dict(data, source=source)
 
 
-def _changes(overrides: dict[str, Any]) -> str:
+def describe_overrides(overrides: dict[str, Any]) -> str:
     if not overrides:
         return ""
     return " with " + ", ".join(f"{key}={json.dumps(value)}" for key, value in overrides.items())
@@ -132,7 +132,7 @@ def build_for_restore(config: ModelConfig) -> Enformer:
 def _load_preset(name: str, overrides: dict[str, Any]) -> LoadedModel:
     config = configure(ModelConfig.from_preset(name), overrides, source=f"preset {name}")
     model = build_initialised(config)
-    description = (f"{name} preset{_changes(overrides)}: untrained, seeded random weights "
+    description = (f"{name} preset{describe_overrides(overrides)}: untrained, seeded random weights "
                    f"(seed {config.random_seed})")
     return LoadedModel(model, config, description, "preset")
 
@@ -167,11 +167,12 @@ def _restore_run(run_dir: Path, prefix: str, overrides: dict[str, Any], kind: st
                  label: str) -> LoadedModel:
     saved_config, _ = read_run_config(run_dir)
     config = configure(saved_config, overrides, source=f"{run_dir / 'config.json'} with --set")
+    reader = open_checkpoint(prefix, f"checkpoint {prefix}")
     model = build_for_restore(config)
-    restore_checkpoint(model, prefix, root="model", source=f"checkpoint {prefix}")
+    restore_checkpoint(model, prefix, root="model", source=f"checkpoint {prefix}", reader=reader)
     step = _checkpoint_step(prefix)
     details = [label] + ([f"step {step}"] if step is not None else [])
-    description = (f"run {run_dir}{_changes(overrides)}, checkpoint {Path(prefix).name} "
+    description = (f"run {run_dir}{describe_overrides(overrides)}, checkpoint {Path(prefix).name} "
                    f"({', '.join(details)})")
     return LoadedModel(model, config, description, kind)
 
@@ -233,10 +234,14 @@ def find_pretrained(weights: Path | None = None) -> Path:
 def _load_pretrained(overrides: dict[str, Any], weights: Path | None) -> LoadedModel:
     prefix = find_pretrained(weights)
     config = configure(ModelConfig.from_preset("enformer"), overrides, source=PRETRAINED)
+    source = f"{PRETRAINED} ({prefix})"
+    reader = open_checkpoint(prefix, source)
     model = build_for_restore(config)
-    result = restore_checkpoint(model, prefix, root="module", source=f"{PRETRAINED} ({prefix})",
-                                allow_missing=(RANDOM_BLOCK_TABLE,) if config.attention == "sparse" else ())
-    description = f"{PRETRAINED}{_changes(overrides)}: DeepMind's published Enformer weights ({prefix.parent})"
+    kept = (RANDOM_BLOCK_TABLE,) if config.attention == "sparse" else ()
+    result = restore_checkpoint(model, prefix, root="module", source=source, allow_missing=kept,
+                                reader=reader)
+    description = (f"{PRETRAINED}{describe_overrides(overrides)}: DeepMind's published Enformer "
+                   f"weights ({prefix.parent})")
     if result.kept:
         description += "; sparse attention's random-block tables seeded, not from the checkpoint"
     return LoadedModel(model, config, description, "pretrained")

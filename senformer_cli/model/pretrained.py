@@ -50,16 +50,16 @@ def assign_by_name(variables: Sequence[tf.Variable], values: Mapping[str, Sequen
 def read_npz_weights(path: Path | str) -> dict[str, list[np.ndarray]]:
     """Weights stored as `w::<variable name>#<k>` arrays (the reference format) -> name -> [arrays]."""
     path = Path(path)
-    try:
-        archive = np.load(path)
-    except (OSError, ValueError) as error:
-        raise SenformerError(f"{path}: cannot read weights ({error})") from None
     values: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
-    for key in archive.files:
-        if not key.startswith("w::"):
-            continue
-        name, _, index = key[3:].rpartition("#")
-        values[name][int(index)] = archive[key]
+    try:  # a damaged archive fails in np.load or only when an array is read
+        with np.load(path) as archive:
+            for key in archive.files:
+                if not key.startswith("w::"):
+                    continue
+                name, _, index = key[3:].rpartition("#")
+                values[name][int(index)] = archive[key]
+    except Exception as error:  # OSError, ValueError, zipfile.BadZipFile, tokenize.TokenError, ...
+        raise SenformerError(f"{path}: cannot read weights ({type(error).__name__}: {error})") from None
     return {name: [arrays[k] for k in sorted(arrays)] for name, arrays in values.items()}
 
 
@@ -102,8 +102,19 @@ class RestoreResult:
     kept: list[str]
 
 
+def open_checkpoint(prefix: Path | str, source: str) -> tf.train.CheckpointReader:
+    """A reader of the checkpoint `prefix`; SenformerError when it cannot be read. Open it before
+    building a large model, so a damaged checkpoint fails at once."""
+    try:
+        return tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SenformerError(f"{source}: cannot read checkpoint {prefix} ({message})") from None
+
+
 def restore_checkpoint(module: tf.Module, prefix: Path | str, root: str, source: str,
-                       allow_missing: Sequence[str] = ()) -> RestoreResult:
+                       allow_missing: Sequence[str] = (),
+                       reader: tf.train.CheckpointReader | None = None) -> RestoreResult:
     """Restore `module` from the object-graph checkpoint `prefix`, where it was saved as `root`.
 
     Every variable must be in the checkpoint with its shape (except those whose name contains one
@@ -111,11 +122,7 @@ def restore_checkpoint(module: tf.Module, prefix: Path | str, root: str, source:
     that the module lacks. Nothing is assigned unless all fit; a misfit raises SenformerError
     naming the first variable that differs, with both shapes.
     """
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SenformerError(f"{source}: cannot read checkpoint {prefix} ({message})") from None
+    reader = reader or open_checkpoint(prefix, source)
     shapes = reader.get_variable_to_shape_map()
     plan: list[tuple[tf.Variable, str]] = []
     kept: list[str] = []

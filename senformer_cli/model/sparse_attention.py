@@ -60,11 +60,13 @@ class SparseMultiheadAttention(MultiheadAttention):
                  seed: tuple[int, ...] | int, rows_per_chunk: int | None = None,
                  attention_dropout_rate: float = 0.05,
                  positional_dropout_rate: float = 0.01, zero_initialize: bool = True,
-                 initializer: snt.initializers.Initializer | None = None, name: str | None = None):
+                 initializer: snt.initializers.Initializer | None = None, dropout_site: int = 0,
+                 name: str | None = None):
         super().__init__(value_size, key_size, num_heads, num_relative_position_features,
                          attention_dropout_rate=attention_dropout_rate,
                          positional_dropout_rate=positional_dropout_rate,
-                         zero_initialize=zero_initialize, initializer=initializer, name=name)
+                         zero_initialize=zero_initialize, initializer=initializer,
+                         dropout_site=dropout_site, name=name)
         if num_tokens % block_size:
             raise ValueError(f"{num_tokens} tokens are not a multiple of the block size {block_size}")
         if window_blocks % 2 == 0:
@@ -132,7 +134,8 @@ class SparseMultiheadAttention(MultiheadAttention):
 
     # ------------------------------------------------------------------ computation
     def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, features: tf.Tensor, *,
-                key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool) -> tf.Tensor:
+                key_mask: tf.Tensor | None, mask: tf.Tensor | None, is_training: bool,
+                seed: tf.Tensor | None = None) -> tf.Tensor:
         """q, k [B, H, T, K], v [B, H, T, V], positional features [2T-1, F] -> [B, T, H, V]."""
         if mask is not None:
             raise ValueError("sparse attention has its own pattern; a dense mask is not supported")
@@ -144,7 +147,7 @@ class SparseMultiheadAttention(MultiheadAttention):
         num_middle = n - 2 * g
         num_chunks = -(-num_middle // self._rows_per_chunk)
         rows = -(-num_middle // num_chunks)  # equal chunks; the last one's extra rows are masked
-        seed = self._dropout_seed(is_training)
+        seed = self._dropout_seed(is_training, seed)
         blocks, valid = self.key_blocks()  # [H, n-2g, S]
         pad = num_chunks * rows - num_middle
         blocks = tf.pad(blocks, [[0, 0], [0, pad], [0, 0]])

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).parents[2] / "shared" / "reference"
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 
 
@@ -33,8 +32,10 @@ def copy_of(source: Path, tmp_path: Path) -> Path:
     return target
 
 
-def reference_sheet(organism: str) -> Path:
-    path = REFERENCE / f"targets_{organism}.txt"
+def reference_sheet(reference_dir: Path, organism: str) -> Path:
+    """A published targets sheet from the `reference_dir` fixture's folder (a test that calls this
+    takes that fixture, so CI fails instead of skipping when it is absent)."""
+    path = reference_dir / f"targets_{organism}.txt"
     if not path.is_file():
-        pytest.skip(f"published targets sheet {path} is absent (../shared/reference/)")
+        pytest.skip(f"published targets sheet {path} is absent")
     return path

@@ -29,6 +29,8 @@ def test_help_lists_the_commands():
     assert "model" in result.stdout and "data" in result.stdout
     result = invoke("model", "--help")
     assert result.exit_code == 0 and "summary" in result.stdout
+    result = invoke("data", "--help")
+    assert result.exit_code == 0 and "synth" in result.stdout and "inspect" in result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -38,42 +40,55 @@ def tiny_summary() -> dict:
     return json.loads(result.stdout)
 
 
-def test_json_summary_total_equals_an_independently_built_model(tiny_summary):
+@pytest.fixture(scope="module")
+def tiny_counts() -> dict[str, int]:
+    """Parameters of the tiny model built the ordinary way, with its real initialisers."""
     from senformer_cli.model import build_model
 
     config = ModelConfig.from_preset("tiny")
     model = build_model(config)
-    model(np.zeros([1, config.sequence_length, 4], np.float32), is_training=False)  # real initialisers
-    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    non_trainable = sum(int(np.prod(v.shape)) for v in model.variables if not v.trainable)
+    model(np.zeros([1, config.sequence_length, 4], np.float32), is_training=False)
+    return {"parameters": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
+            "non_trainable": sum(int(np.prod(v.shape)) for v in model.variables
+                                 if not v.trainable),
+            "variables": len(model.variables)}
+
+
+def test_json_summary_total_equals_an_independently_built_model(tiny_summary, tiny_counts):
     parts = {part["part"]: part for part in tiny_summary["parts"]}
-    assert parts["total"]["parameters"] == trainable
-    assert parts["total"]["non_trainable"] == non_trainable
-    assert parts["total"]["variables"] == len(model.variables)
+    assert {key: parts["total"][key] for key in tiny_counts} == tiny_counts
     assert list(parts) == ["stem", "conv tower", "transformer", "final pointwise", "head human",
                            "head mouse", "total"]
-    # The heads are Linear(3072 -> tracks) with bias at C = 96: 2C inputs.
+    # The heads are Linear(2C -> tracks) with bias at C = 96.
     assert parts["head human"]["parameters"] == (2 * 96 + 1) * 16
     assert parts["head mouse"]["parameters"] == (2 * 96 + 1) * 8
     assert tiny_summary["config"] == ModelConfig.from_preset("tiny").to_dict()
 
 
+# The tiny pattern counted by hand: 256 tokens in 16 blocks of 16; window 3, 2 random blocks,
+# 1 global block at each end. The 2 global rows see all 16 blocks (32 block pairs); middle rows
+# 2..13 see 3 window + 2 global + 2 random = 7 blocks (84); rows 1 and 14 have a window slot on a
+# global block, counted once: 6 blocks each (12). 128 block pairs x 16 x 16 = 32,768 token pairs.
+TINY_PATTERN = {"num_tokens": 256, "num_blocks": 16, "block_size": 16, "window_blocks": 3,
+                "num_random_blocks": 2, "num_global_blocks": 1,
+                "keys_per_middle_query": 7 * 16, "attended_pairs": 32_768,
+                "mean_keys_per_query": 32_768 / 256, "fraction_of_full": 32_768 / 256**2}
+
+
 def test_json_summary_of_a_sparse_model_has_the_pattern(tiny_summary):
-    pattern = tiny_summary["attention_pattern"]
-    # tiny: 32,768 bp / 128 = 256 tokens in 16 blocks of 16; window 3, 2 random, 1 global each end.
-    assert (pattern["num_tokens"], pattern["num_blocks"], pattern["block_size"]) == (256, 16, 16)
-    assert (pattern["window_blocks"], pattern["num_random_blocks"], pattern["num_global_blocks"]) == \
-        (3, 2, 1)
-    assert pattern["keys_per_middle_query"] == (3 + 2 + 2) * 16
-    assert 0 < pattern["fraction_of_full"] < 1
-    assert pattern["mean_keys_per_query"] == pytest.approx(pattern["fraction_of_full"] * 256)
+    assert tiny_summary["attention_pattern"] == pytest.approx(TINY_PATTERN, rel=1e-12)
 
 
-def test_table_summary_prints_parts_and_pattern():
-    result = invoke("model", "summary", "--preset", "tiny", "--set", "num_transformer_layers=1")
+def test_table_summary_prints_the_independent_counts_and_pattern(tiny_counts):
+    result = invoke("model", "summary", "--preset", "tiny")
     assert result.exit_code == 0, result.output
-    for text in ("stem", "conv tower", "transformer", "head human", "total", "keys per middle query"):
-        assert text in result.stdout
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in result.stdout.splitlines() if line.count("│") >= 3}
+    assert rows["total"] == [f"{tiny_counts['parameters']:,}", f"{tiny_counts['non_trainable']:,}",
+                             f"{tiny_counts['variables']:,}"]
+    assert rows["keys per middle query"] == ["112"]
+    assert rows["keys per query (mean)"] == ["128.0"]
+    assert rows["attended fraction of the full T x T matrix"] == ["0.5000"]
 
 
 def test_full_attention_summary_has_no_pattern_and_config_file_is_read(tmp_path: Path):
@@ -86,6 +101,17 @@ def test_full_attention_summary_has_no_pattern_and_config_file_is_read(tmp_path:
     assert summary["config"]["num_transformer_layers"] == 1
 
 
+def test_set_applies_on_top_of_a_config_file(tmp_path: Path):
+    path = tmp_path / "config.json"
+    ModelConfig.from_preset("tiny", attention="full", num_transformer_layers=1).save(path)
+    result = invoke("model", "summary", "--config", str(path), "--set", "num_transformer_layers=2",
+                    "--set", "heads.human=5", "--json")
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert (config["num_transformer_layers"], config["heads"], config["attention"]) == \
+        (2, {"human": 5}, "full")  # --set wins; the file's other fields stay
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--preset", "huge"], "huge"),
     (["--preset", "tiny", "--set", "channels"], "channels"),
@@ -93,8 +119,15 @@ def test_full_attention_summary_has_no_pattern_and_config_file_is_read(tmp_path:
     (["--preset", "tiny", "--set", "colour=red"], "colour"),
     (["--preset", "tiny", "--set", "channels=98"], "channels"),  # not divisible by 4 heads
     (["--config", "/nonexistent/config.json"], "config.json"),
+    (["--config", "CONFIG", "--set", "channels=98"], "'channels' = 98"),
+    (["--config", "CONFIG", "--set", "colour=red"], "colour"),
+    (["--config", "NOT_AN_OBJECT"], "expected a JSON object"),
 ])
-def test_user_errors_are_one_line_and_exit_2(args, needle):
+def test_user_errors_are_one_line_and_exit_2(args, needle, tmp_path: Path):
+    config, not_an_object = tmp_path / "config.json", tmp_path / "list.json"
+    ModelConfig.from_preset("tiny", attention="full", num_transformer_layers=1).save(config)
+    not_an_object.write_text("[96, 2]")
+    args = [{"CONFIG": str(config), "NOT_AN_OBJECT": str(not_an_object)}.get(a, a) for a in args]
     result = invoke("model", "summary", *args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]

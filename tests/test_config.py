@@ -41,13 +41,34 @@ def test_s_enformer_preset_is_enformer_with_bigbird_attention():
         block_size=64, num_random_blocks=3, window_blocks=3, num_global_blocks=1)
 
 
-def test_small_and_tiny_presets_are_valid_and_small():
-    small = ModelConfig.from_preset("small")
-    assert (small.channels, small.pooling, small.sequence_length) == (384, "max", 131_072)
-    tiny = ModelConfig.from_preset("tiny")
-    assert tiny.channels < 384 and tiny.sequence_length < 131_072
-    assert tiny.num_tokens % tiny.block_size == 0
-    assert set(PRESETS) == {"enformer", "s-enformer", "small", "tiny"}
+# Worked out by hand: 7 halvings (stem + 6 conv tower blocks) make 128 bp per token.
+LENGTHS = {  # preset: (tokens, blocks of block_size, crop per side in tokens)
+    "enformer": (1536, 24, 320),  # 196,608 / 128; 1,536 / 64; (1,536 - 896) / 2
+    "s-enformer": (1536, 24, 320),
+    "small": (1024, 16, 64),  # 131,072 / 128
+    "tiny": (256, 16, 64),  # 32,768 / 128; 256 / 16; (256 - 128) / 2
+}
+
+
+@pytest.mark.parametrize("preset", sorted(LENGTHS))
+def test_derived_lengths_of_each_preset(preset):
+    config = ModelConfig.from_preset(preset)
+    tokens, blocks, crop = LENGTHS[preset]
+    assert (config.bin_size, config.num_tokens, config.num_blocks) == (128, tokens, blocks)
+    assert (config.num_tokens - config.target_length) // 2 == crop
+    assert set(PRESETS) == set(LENGTHS)
+
+
+def test_tiny_preset_runs_and_predicts_its_bins_and_tracks():
+    import numpy as np
+
+    from senformer_cli.model import build_model
+
+    config = ModelConfig.from_preset("tiny")
+    outputs = build_model(config)(np.zeros([1, 32_768, 4], np.float32), is_training=False)
+    assert {head: tuple(out.shape) for head, out in outputs.items()} == {
+        "human": (1, 128, 16), "mouse": (1, 128, 8)}
+    assert all(float(out.numpy().min()) > 0 for out in outputs.values())  # softplus
 
 
 def test_from_preset_applies_overrides():
@@ -66,25 +87,39 @@ def test_unknown_override_field_is_named():
         ModelConfig.from_preset("enformer", chanels=3)
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"channels": 1540}, "channels"),  # not divisible by 8 heads
-    ({"channels": 0}, "channels"),
-    ({"num_heads": -1}, "num_heads"),
-    ({"pooling": "mean"}, "pooling"),
-    ({"attention": "linear"}, "attention"),
-    ({"dropout_rate": 1.0}, "dropout_rate"),
-    ({"sequence_length": 196_600}, "sequence_length"),  # not a multiple of 128 bp
-    ({"target_length": 2000}, "target_length"),  # longer than 1,536 tokens
-    ({"target_length": 895}, "target_length"),  # odd crop
-    ({"heads": {}}, "heads"),
-    ({"heads": {"human": 0}}, "heads"),
-    ({"num_relative_position_features": 100}, "num_relative_position_features"),
-    ({"num_random_blocks": -1}, "num_random_blocks"),
-    ({"channels": True}, "channels"),
+@pytest.mark.parametrize("preset, changes, field, reason", [
+    ("enformer", {"channels": 1540}, "channels", "divisible by num_heads = 8"),
+    ("enformer", {"channels": 0}, "channels", "positive integer"),
+    ("enformer", {"channels": True}, "channels", "positive integer"),
+    ("enformer", {"channels": 99, "num_heads": 3}, "channels", "must be even"),
+    ("enformer", {"num_heads": -1}, "num_heads", "positive integer"),
+    ("enformer", {"pooling": "mean"}, "pooling", "one of attention, max"),
+    ("enformer", {"attention": "linear"}, "attention", "one of full, sparse"),
+    ("enformer", {"dropout_rate": 1.0}, "dropout_rate", r"in \[0, 1\)"),
+    ("enformer", {"mask_padding": 1}, "mask_padding", "true or false"),
+    ("enformer", {"sequence_length": 196_600}, "sequence_length", "multiple of the bin size 128"),
+    ("enformer", {"target_length": 2000}, "target_length", "at most 1536 tokens"),
+    ("enformer", {"target_length": 895}, "target_length", "even crop"),
+    ("enformer", {"heads": {}}, "heads", "map head names"),
+    ("enformer", {"heads": {"human": 0}}, "heads", "head 'human' needs a positive integer"),
+    ("enformer", {"num_relative_position_features": 100}, "num_relative_position_features",
+     "resolves to 100; must be a positive multiple of 6"),
+    ("enformer", {"num_random_blocks": -1}, "num_random_blocks", "non-negative integer"),
+    # 48 / 1024 rounds to 0 filters in the first conv tower block.
+    ("tiny", {"conv_tower_divisible_by": 1024}, "conv_tower_divisible_by",
+     r"rounds the conv tower filters to \[0, "),
+    # 120 channels: the last conv tower block rounds 120 to 128 filters (multiples of 16), which
+    # the transformer's residual sum with 120-channel attention outputs cannot take.
+    ("tiny", {"channels": 120}, "channels", "last block rounds to 128 filters"),
+    # 24 blocks of 64 tokens: 12 global blocks at each end leave none in the middle.
+    ("s-enformer", {"num_global_blocks": 12}, "num_global_blocks",
+     "leaves no middle block among the 24 blocks of 64 tokens"),
+    ("s-enformer", {"window_blocks": 2}, "window_blocks", "must be odd"),
+    ("s-enformer", {"num_global_blocks": 0}, "num_global_blocks", "at least 1"),
 ])
-def test_validation_names_the_bad_field(changes, field):
-    with pytest.raises(SenformerError, match=f"'{field}'"):
-        ModelConfig.from_preset("enformer", **changes)
+def test_validation_names_the_bad_field_and_why(preset, changes, field, reason):
+    with pytest.raises(SenformerError, match=f"^config field '{field}' = .*{reason}"):
+        ModelConfig.from_preset(preset, **changes)
 
 
 def test_sparse_length_must_be_a_multiple_of_128_times_block_size():
@@ -93,13 +128,6 @@ def test_sparse_length_must_be_a_multiple_of_128_times_block_size():
         ModelConfig.from_preset("s-enformer", sequence_length=1500 * 128, target_length=896)
     # The same length is fine for full attention.
     ModelConfig.from_preset("enformer", sequence_length=1500 * 128, target_length=896)
-
-
-def test_sparse_window_must_be_odd_and_globals_present():
-    with pytest.raises(SenformerError, match="'window_blocks'"):
-        ModelConfig.from_preset("s-enformer", window_blocks=2)
-    with pytest.raises(SenformerError, match="'num_global_blocks'"):
-        ModelConfig.from_preset("s-enformer", num_global_blocks=0)
 
 
 def test_json_round_trip(tmp_path):
@@ -122,6 +150,10 @@ def test_load_reports_bad_files_by_name(tmp_path):
     unknown.write_text(json.dumps({"channels": 384, "colour": "red"}))
     with pytest.raises(SenformerError, match="'colour'"):
         ModelConfig.load(unknown)
+    array = tmp_path / "array.json"
+    array.write_text("[384, 11]")
+    with pytest.raises(SenformerError, match=r"array.json: expected a JSON object of config"):
+        ModelConfig.load(array)
     invalid = tmp_path / "invalid.json"
     invalid.write_text(json.dumps({"channels": 100}))
     with pytest.raises(SenformerError, match=r"invalid.json.*'channels'"):

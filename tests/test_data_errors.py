@@ -113,15 +113,43 @@ def test_loader_names_the_file_and_record(data: Path, tmp_path: Path, case: str)
     assert_one_line(str(error.value))
 
 
+def assert_cli_error(result, pattern: str) -> None:
+    """Exit code 2, exactly one line on stderr (`error: ...`) matching `pattern`, nothing on
+    stdout."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines[0]
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_cli_inspect_exits_2_with_one_line(data: Path, tmp_path: Path, case: str) -> None:
     root = copy_of(data, tmp_path)
     pattern = CASES[case](root)
+    assert_cli_error(CliRunner().invoke(app, ["data", "inspect", str(root / "human")]), pattern)
+
+
+@pytest.mark.parametrize("train_seqs", [7, 5])
+def test_cli_inspect_exits_1_when_the_files_disagree(data: Path, tmp_path: Path,
+                                                     train_seqs: int) -> None:
+    """Readable files whose record count differs from statistics.json: a report, exit code 1."""
+    root = copy_of(data, tmp_path)
+    path = root / "human" / "statistics.json"
+    stats = json.loads(path.read_text())
+    stats["train_seqs"] = train_seqs
+    path.write_text(json.dumps(stats))
+    problem = f"'train': 6 records, statistics.json train_seqs = {train_seqs}"
     result = CliRunner().invoke(app, ["data", "inspect", str(root / "human")])
-    assert result.exit_code == 2, result.output
-    text = " ".join(result.output.split())  # rich may wrap long paths
-    assert re.search(pattern, text.replace("/ ", "/")), text
-    assert "Traceback" not in result.output
+    assert result.exit_code == 1, result.output
+    assert f"disagrees: {problem}" in " ".join(result.stdout.split())
+    assert result.stderr == ""
+    result = CliRunner().invoke(app, ["data", "inspect", str(root / "human"), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["agrees"] is False and summary["problems"] == [problem]
+    assert [(s["split"], s["records"], s["expected"], s["agrees"]) for s in summary["splits"]] == [
+        ("train", 6, train_seqs, False), ("valid", 2, 2, True), ("test", 2, 2, True)]
 
 
 def fasta_with(root: Path, position: int, char: str) -> None:
@@ -136,8 +164,9 @@ def fasta_with(root: Path, position: int, char: str) -> None:
 def test_fasta_not_matching_the_records(data: Path, tmp_path: Path) -> None:
     root = copy_of(data, tmp_path)
     position = 3 * 24_576 + 100  # inside record 1 of train-1.tfr (files of 2 records)
-    original = (root / "human.fa").read_bytes()[len(b">chr1\n") + position + position // 60]
-    fasta_with(root, position, "A" if original not in b"Aa" else "C")
+    for changed in range(position, position + 30):  # 30 bases: above the 0.1% that is tolerated
+        original = (root / "human.fa").read_bytes()[len(b">chr1\n") + changed + changed // 60]
+        fasta_with(root, changed, "A" if original not in b"Aa" else "C")
     with pytest.raises(SenformerError, match=rf"train-1.tfr: record 1: does not match .*human.fa "
                                              rf"at chr1:{position}") as error:
         list(load_dataset(root / "human", "train", CONFIG, shuffle=False,
@@ -156,20 +185,39 @@ def test_fasta_with_a_character_other_than_acgtn(data: Path, tmp_path: Path) -> 
 
 
 def test_lower_case_fasta_is_fine(data: Path, tmp_path: Path) -> None:
+    """A soft-masked (all lower case) FASTA gives the same bases: checked against the upper-cased
+    text of the FASTA read with pyfaidx, N past chr3's start."""
+    import pyfaidx
+
+    from senformer_cli.data.genome import decode_one_hot
+
     root = copy_of(data, tmp_path)
     path = root / "human.fa"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(line if line.startswith(">") else line.lower() for line in lines))
+    Path(str(path) + ".fai").unlink()
     batches = list(load_dataset(root / "human", "test", CONFIG, genomes={"human": path})["human"])
-    assert sum(int(s.shape[0]) for s, _ in batches) == 2
+    sequences = np.concatenate([s.numpy() for s, _ in batches])
+    assert sequences.shape == (2, 32_768, 4)
+    chr3 = str(pyfaidx.Fasta(str(path))["chr3"])
+    assert chr3.islower()
+    flank = (32_768 - 24_576) // 2
+    for i, sequence in enumerate(sequences):  # records tile chr3 from position 0
+        start = i * 24_576 - flank
+        expected = "N" * max(-start, 0) + chr3[max(start, 0):start + 32_768].upper()
+        assert decode_one_hot(sequence) == expected
 
 
-def test_synth_writes_nothing_on_bad_arguments(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args, message", [
+    (["--train", "0"], "--train must be positive"),
+    (["--valid", "-1"], "--valid/--test non-negative"),
+    (["--preset", "huge"], "unknown synthetic preset 'huge'"),
+])
+def test_synth_errors_are_one_line_and_write_nothing(tmp_path: Path, args: list, message: str
+                                                     ) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["data", "synth", str(out), "--train", "0"])
-    assert result.exit_code == 2 and "--train must be positive" in result.output
-    result = CliRunner().invoke(app, ["data", "synth", str(out), "--preset", "huge"])
-    assert result.exit_code == 2 and "unknown synthetic preset 'huge'" in result.output
+    assert_cli_error(CliRunner().invoke(app, ["data", "synth", str(out), *args]),
+                     re.escape(message))
     assert list(tmp_path.iterdir()) == []
 
 

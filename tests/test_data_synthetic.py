@@ -122,6 +122,114 @@ def test_cage_is_high_only_at_driven_promoters(data: Path) -> None:
     assert np.mean(levels[False]) > 0.3  # the basal CAGE peak is there too
 
 
+# ----------------------------------------------------------------------------- the other planted rules
+@pytest.fixture(scope="module")
+def bins(data: Path) -> dict:
+    """Every target bin of both organisms: the mean signal per track kind (from the targets sheet's
+    description) and the distance from the bin centre to the nearest site of each motif type.
+    Promoters and enhancers come from ground_truth.json, insulator (CTCF) and TF (AP-1) sites from a
+    plain string search of the genome for the motifs listed there."""
+    truth = json.loads((data / "ground_truth.json").read_text())
+    motifs = truth["motifs"]
+    signal: dict[str, list] = {}
+    distance: dict[str, list] = {site: [] for site in motifs}
+    for organism in ("human", "mouse"):
+        stats = json.loads((data / organism / "statistics.json").read_text())
+        sheet = pd.read_csv(data / organism / "targets.txt", sep="\t")
+        fields = sheet["description"].str.split(":")
+        kinds = np.where(fields.str[0] == "CHIP", fields.str[1], fields.str[0])
+        bed = pd.read_csv(data / organism / "sequences.bed", sep="\t", header=None,
+                          names=["chrom", "start", "end", "split"])
+        fasta = pyfaidx.Fasta(str(data / truth["organisms"][organism]["genome"]))
+        width, length = stats["pool_width"], stats["target_length"]
+        for split in ("train", "valid", "test"):
+            rows = bed[bed["split"] == split].reset_index(drop=True)
+            targets = read_split(data, organism, split).reshape(len(rows) * length, -1)
+            chrom = rows["chrom"].iloc[0]
+            promoters = [p for p in truth["organisms"][organism]["promoters"]
+                         if p["chrom"] == chrom]
+            found = scanned_sites(fasta, chrom)
+            starts = {"promoter": [p["position"] for p in promoters],
+                      "enhancer": sorted({e["position"] for p in promoters for e in p["enhancers"]}),
+                      "insulator": found["insulator"], "tf": found["tf"]}
+            centres = (rows["start"].to_numpy()[:, None] + stats["crop_bp"]
+                       + width * np.arange(length)[None] + width / 2).ravel()
+            for site, positions in starts.items():
+                middles = np.asarray(positions, dtype=float) + len(motifs[site]) / 2
+                distance[site].append(np.abs(centres[:, None] - middles[None]).min(axis=1)
+                                      if len(middles) else np.full(len(centres), np.inf))
+            for kind in ("DNASE", "ATAC", "H3K27ac", "H3K4me3", "CTCF", "FOSL2"):
+                signal.setdefault(kind, []).append(targets[:, kinds == kind].mean(axis=1))
+    table = {kind: np.concatenate(parts) for kind, parts in signal.items()}
+    table["accessibility"] = (table.pop("DNASE") + table.pop("ATAC")) / 2
+    return {"signal": table, "distance": {k: np.concatenate(v) for k, v in distance.items()}}
+
+
+def mean_where(bins: dict, kind: str, where: np.ndarray) -> float:
+    assert where.sum() >= 5, f"too few bins ({where.sum()}) to judge {kind}"
+    return float(bins["signal"][kind][where].mean())
+
+
+def at(bins: dict, site: str, **farther_than: float) -> np.ndarray:
+    """Bins holding a site of this type (centre within 64 bp), optionally farther than the given
+    distances from other site types."""
+    where = bins["distance"][site] < 64
+    for other, bp in farther_than.items():
+        where &= bins["distance"][other] > bp
+    return where
+
+
+def test_dnase_and_atac_peak_at_every_motif(bins: dict) -> None:
+    nearest = np.min(np.stack(list(bins["distance"].values())), axis=0)
+    background = mean_where(bins, "accessibility", nearest > 2000)
+    assert background < 0.5  # the background rate (0.2 per bin) with Poisson noise
+    for site in ("promoter", "enhancer", "insulator", "tf"):
+        assert mean_where(bins, "accessibility", at(bins, site)) > 2.5, site
+    # A sharp peak: nothing left 600-1,200 bp from an enhancer.
+    distance = bins["distance"]
+    ring = (distance["enhancer"] > 600) & (distance["enhancer"] < 1200)
+    for other in ("promoter", "insulator", "tf"):
+        ring &= distance[other] > 1500
+    assert mean_where(bins, "accessibility", ring) < 0.5
+
+
+def test_h3k27ac_domains_around_enhancers_and_promoters(bins: dict) -> None:
+    distance = bins["distance"]
+    assert mean_where(bins, "H3K27ac", at(bins, "enhancer")) > 2.0
+    assert mean_where(bins, "H3K27ac", at(bins, "promoter")) > 2.0
+    # Broad: still high 600-1,200 bp from an enhancer, where the accessibility peak is gone.
+    ring = (distance["enhancer"] > 600) & (distance["enhancer"] < 1200)
+    for other in ("promoter", "insulator", "tf"):
+        ring &= distance[other] > 1500
+    assert mean_where(bins, "H3K27ac", ring) > 2.0
+    # Absent far from enhancers and promoters, whatever else is there (TF and CTCF sites).
+    far = (distance["enhancer"] > 4000) & (distance["promoter"] > 4000)
+    assert mean_where(bins, "H3K27ac", far) < 0.5
+
+
+def test_h3k4me3_domains_around_promoters_only(bins: dict) -> None:
+    distance = bins["distance"]
+    assert mean_where(bins, "H3K4me3", at(bins, "promoter")) > 2.5
+    ring = (distance["promoter"] > 300) & (distance["promoter"] < 600)
+    for other in ("enhancer", "insulator", "tf"):
+        ring &= distance[other] > 1000
+    assert mean_where(bins, "H3K4me3", ring) > 2.0  # broader than the accessibility peak
+    assert mean_where(bins, "accessibility", ring) < 0.5
+    # Enhancers (at least min_distance_bp from every promoter) carry H3K27ac, not H3K4me3.
+    assert mean_where(bins, "H3K4me3", at(bins, "enhancer")) < 0.5
+
+
+def test_ctcf_peaks_at_insulators_and_fosl2_at_tf_motifs(bins: dict) -> None:
+    assert mean_where(bins, "CTCF", at(bins, "insulator")) > 4.0
+    assert mean_where(bins, "FOSL2", at(bins, "tf")) > 4.0
+    # Each factor only at its own motif.
+    assert mean_where(bins, "CTCF", at(bins, "tf", insulator=1000)) < 0.5
+    assert mean_where(bins, "FOSL2", at(bins, "insulator", tf=1000)) < 0.6
+    for factor in ("CTCF", "FOSL2"):
+        assert mean_where(bins, factor, at(bins, "promoter", insulator=1000, tf=1000)) < 0.5
+        assert mean_where(bins, factor, at(bins, "enhancer", insulator=1000, tf=1000)) < 0.5
+
+
 def test_cli_synth_writes_the_real_layout(tmp_path: Path) -> None:
     out = tmp_path / "synth"
     result = CliRunner().invoke(app, ["data", "synth", str(out), "--train", "2", "--valid", "1",

@@ -144,10 +144,15 @@ def test_key_mask_matches_dense_and_padded_keys_get_no_attention(rows_per_chunk)
 
 
 # ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("rows_per_chunk", [None, 2], ids=["one-chunk", "while-loop-chunks"])
 @pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
-def test_gradients_equal_those_of_masked_dense_attention(traced):
-    num_tokens = 136  # 15 middle rows: 8 chunks of 2 through the while loop, one padded row
-    sparse, dense, mask = sparse_and_dense(num_tokens, 8, 3, 1, 3, rows_per_chunk=2)
+def test_gradients_equal_those_of_masked_dense_attention(traced, rows_per_chunk):
+    """Dropout off, with a key mask. One chunk (every preset up to 2,048 tokens; TensorFlow's own
+    gradient) and 8 chunks of 2 rows through the while loop with its hand-written backward pass
+    (one padded row)."""
+    num_tokens = 136  # 15 middle rows
+    sparse, dense, mask = sparse_and_dense(num_tokens, 8, 3, 1, 3, rows_per_chunk=rows_per_chunk)
+    assert (sparse._rows_per_chunk >= 15) == (rows_per_chunk is None)
     x = random_inputs(2, num_tokens, seed=5)
     key_mask = padding_mask(num_tokens)
     cotangent = tf.constant(np.random.default_rng(6).standard_normal(x.shape).astype(np.float32))
@@ -408,32 +413,88 @@ def graph_tensors(graph, seen=None):
             yield from graph_tensors(function.graph, seen)
 
 
-def quadratic_tensors(layer: MultiheadAttention, num_tokens: int, channels: int) -> list:
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x, is_training=True))
-        return tape.gradient(loss, [x] + list(layer.trainable_variables))
+def traced_and_run_shapes(layer: MultiheadAttention, num_tokens: int, channels: int, dump_dir
+                          ) -> tuple[list, dict]:
+    """A training step (forward and gradient of every input and variable) of `layer`, traced and
+    run once on random [1, T, C] inputs with TensorFlow's debugger recording the shape of every
+    tensor that every executed op produces, inside while loops and gradient functions too.
 
-    graph = step.get_concrete_function(tf.TensorSpec([1, num_tokens, channels])).graph
-    tensors = list(graph_tensors(graph))
-    return tensors, [t for t in tensors if t.shape.rank is not None
-                     and sum(d is not None and d >= num_tokens for d in t.shape.as_list()) >= 2]
+    Returns (every tensor of the traced graphs, {(graph name, op name, output): (op type, element
+    count, shape)} of the executed ones)."""
+    from tensorflow.python.debug.lib.debug_events_reader import DebugDataReader
+
+    tf.debugging.experimental.enable_dump_debug_info(
+        str(dump_dir), tensor_debug_mode="SHAPE", circular_buffer_size=-1)
+    try:
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, is_training=True))
+            return tape.gradient(loss, [x] + list(layer.trainable_variables))
+
+        x = tf.random.normal([1, num_tokens, channels])
+        step(x)
+        graph = step.get_concrete_function(x).graph
+    finally:
+        tf.debugging.experimental.disable_dump_debug_info()
+    sized = {}
+    with DebugDataReader(str(dump_dir)) as reader:
+        reader.update()
+        for trace in reader.graph_execution_traces():
+            # SHAPE mode: [tensor id, dtype, rank, element count, dims (the first 6)]
+            rank, count = int(trace.debug_tensor_value[2]), int(trace.debug_tensor_value[3])
+            dims = [int(d) for d in trace.debug_tensor_value[4:4 + min(rank, 6)]]
+            key = (reader.graph_by_id(trace.graph_id).name, trace.op_name, trace.output_slot)
+            sized[key] = (trace.op_type, count, dims)
+    tensors = [t for t in graph_tensors(graph) if not t.op.type.startswith("Debug")]
+    return tensors, sized
 
 
-def test_no_tensor_of_size_t_by_t_in_forward_and_backward():
-    num_tokens, block, channels = 2048, 64, 16
+def quadratic_tensors(tensors: list, sized: dict, num_tokens: int) -> list:
+    """Tensors with two dimensions of at least T, or T x T elements or more. Every dimension is
+    sized: by the static shape, else by the run. A tensor sized neither way fails the test, except
+    a function's Placeholder inputs, which alias tensors of the calling graph checked there."""
+    found, unsized = [], []
+    for tensor, static in ((t, t.shape) for t in tensors):
+        run = sized.get((tensor.graph.name, tensor.op.name, tensor.value_index))
+        if run is not None:
+            _, count, dims = run
+            if count >= num_tokens**2 or sum(d >= num_tokens for d in dims) >= 2:
+                found.append((tensor.name, dims))
+        elif static.rank is None or None in static.as_list():
+            if tensor.op.type != "Placeholder":
+                unsized.append((tensor.name, static))
+        if static.rank is not None and sum(d is not None and d >= num_tokens
+                                           for d in static.as_list()) >= 2:
+            found.append((tensor.name, static))
+    assert not unsized, f"tensors neither statically shaped nor run: {unsized[:5]}"
+    return found
+
+
+def test_no_tensor_of_size_t_by_t_in_forward_and_backward(tmp_path):
+    """4,096 tokens: 62 middle rows in 16 chunks of 4 through the while loop and its hand-written
+    backward pass, both traced and run."""
+    num_tokens, block, channels = 4096, 64, 16
     sparse = SparseMultiheadAttention(8, 8, 2, 6, block_size=block, num_random_blocks=3,
                                       window_blocks=3, num_global_blocks=1, num_tokens=num_tokens,
                                       seed=0, zero_initialize=False)
-    tensors, quadratic = quadratic_tensors(sparse, num_tokens, channels)
-    assert not quadratic, [(t.name, t.shape) for t in quadratic[:5]]
-    # The walk reached the middle rows (inside the while loop): softmax over 8 blocks of keys.
-    assert any(t.op.type == "Softmax" and t.shape[-1] == 8 * block for t in tensors)
+    tensors, sized = traced_and_run_shapes(sparse, num_tokens, channels, tmp_path / "sparse")
+    assert not quadratic_tensors(tensors, sized, num_tokens)
+    # The run went through both while loops: the forward chunks (a softmax over 8 blocks of keys
+    # for 4 query blocks at a time) and the custom backward pass (its scatter-add of key and value
+    # gradients), once per chunk each.
+    bodies = {graph for graph, _, _ in sized if "while_body" in graph}
+    assert len(bodies) == 2
+    softmaxes = [dims for (graph, _, _), (kind, _, dims) in sized.items()
+                 if kind == "Softmax" and "while_body" in graph]
+    assert [1, 2, 4, 64, 8 * block] in softmaxes
+    assert any(kind == "TensorScatterAdd" and "while_body" in graph
+               for (graph, _, _), (kind, _, _) in sized.items())
+    # The detector does see a T x T tensor where there is one (dense attention, fewer tokens).
     dense = MultiheadAttention(8, 8, 2, 6)
-    _, quadratic = quadratic_tensors(dense, num_tokens, channels)
-    assert quadratic  # the check does see a T x T tensor where there is one
+    tensors, sized = traced_and_run_shapes(dense, 256, channels, tmp_path / "dense")
+    assert quadratic_tensors(tensors, sized, 256)
 
 
 # ----------------------------------------------------------------------------- errors

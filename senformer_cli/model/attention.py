@@ -27,16 +27,29 @@ def skew(x: tf.Tensor) -> tf.Tensor:
 
     Turns logits per relative distance into logits per key: if column m of query row q holds
     the distance m - (Q - 1) + c0 - p0 for keys from c0 and queries from p0, output column c
-    holds key c0 + c. Pure data movement (flatten, drop Q - 1 leading entries, re-fold).
+    holds key c0 + c. Pure data movement (flatten, drop Q - 1 leading entries, re-fold), with
+    `tf.slice` as in the published shift: Python slicing becomes StridedSlice, whose gradient
+    is several times slower on the CPU.
     """
     num_queries, width = x.shape[-2], x.shape[-1]
     if num_queries == 1:
         return x
     lead = tf.shape(x)[:-2]
+    rank = x.shape.rank
     flat = tf.reshape(x, tf.concat([lead, [num_queries * width]], 0))
-    flat = flat[..., num_queries - 1:num_queries - 1 + num_queries * (width - 1)]
+    flat = tf.slice(flat, [0] * (rank - 2) + [num_queries - 1],
+                    [-1] * (rank - 2) + [num_queries * (width - 1)])
     folded = tf.reshape(flat, tf.concat([lead, [num_queries, width - 1]], 0))
-    return folded[..., :width - num_queries + 1]
+    return tf.slice(folded, [0] * rank, [-1] * (rank - 1) + [width - num_queries + 1])
+
+
+def slice_axis(x: tf.Tensor, axis: int, start, size: int) -> tf.Tensor:
+    """x[..., start:start + size, ...] along `axis` with `tf.slice` (not StridedSlice, whose
+    gradient is slow on the CPU). `start` may be a tensor."""
+    rank = x.shape.rank
+    axis = axis % rank
+    begin = tf.stack([0] * axis + [start] + [0] * (rank - axis - 1))
+    return tf.slice(x, begin, [-1] * axis + [size] + [-1] * (rank - axis - 1))
 
 
 def relative_shift(x: tf.Tensor) -> tf.Tensor:

@@ -12,6 +12,9 @@ from typing import Callable, Iterable, Sequence
 import sonnet as snt
 import tensorflow as tf
 
+from senformer_cli.model.attention import slice_axis
+from senformer_cli.model.recompute import recomputing
+
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
     """The sigmoid approximation of GELU used by Enformer: sigmoid(1.702 x) * x."""
@@ -24,6 +27,10 @@ def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Ten
     dropout get is_training."""
     if getattr(layer, "TRAINING_AWARE", False):
         return layer(inputs, is_training=is_training, **kwargs)
+    if is_training and recomputing() and isinstance(layer, (snt.BatchNorm,
+                                                           snt.distribute.CrossReplicaBatchNorm)):
+        # Recomputing for the gradient: the same batch statistics, moving averages left alone.
+        return layer(inputs, is_training=False, test_local_stats=True)
     if isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)):
         return layer(inputs, is_training=is_training)
     return layer(inputs)
@@ -119,8 +126,13 @@ class SoftmaxPooling1D(snt.Module):
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         _, length, num_features = inputs.shape
         self._initialize(num_features)
-        inputs = tf.reshape(inputs, (-1, length // self._pool_size, self._pool_size, num_features))
-        return tf.reduce_sum(inputs * tf.nn.softmax(self._logit_linear(inputs), axis=-2), axis=-2)
+        windows = tf.reshape(inputs, (-1, length // self._pool_size, self._pool_size, num_features))
+        # The linear runs on [B * L, C]: applied to the rank-4 windows, TensorFlow's CPU gradient of
+        # the broadcast matmul builds a [B, L / 2, C, C] tensor of per-position outer products
+        # (232 GB for the full-width stem at 196,608 bp). Same variables, same numbers.
+        logits = tf.reshape(self._logit_linear(tf.reshape(inputs, (-1, num_features))),
+                            tf.shape(windows))
+        return tf.reduce_sum(windows * tf.nn.softmax(logits, axis=-2), axis=-2)
 
 
 class MaxPooling1D(snt.Module):
@@ -154,7 +166,7 @@ class TargetLengthCrop1D(snt.Module):
         if trim < 0:
             raise ValueError(f"inputs of length {inputs.shape[-2]} are shorter than the target "
                              f"length {self._target_length}")
-        return inputs[..., trim:trim + self._target_length, :]
+        return slice_axis(inputs, -2, trim, self._target_length)
 
 
 def conv_block(filters: int, width: int = 1, w_init=None, name: str = "conv_block") -> Sequential:

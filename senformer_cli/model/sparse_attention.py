@@ -29,7 +29,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from senformer_cli.model.attention import MultiheadAttention, skew, weighted_values
+from senformer_cli.model.attention import MultiheadAttention, skew, slice_axis, weighted_values
 
 
 def draw_random_blocks(num_blocks: int, num_heads: int, window_blocks: int, num_global_blocks: int,
@@ -198,7 +198,8 @@ class _Pieces:
     def ends(self, x: tf.Tensor, axis: int = 2) -> tf.Tensor:
         """The first and the last g blocks' rows of x's token axis: [B, H, T, D] -> [B, H, 2gb, D]."""
         span, num_tokens = self.g * self.b, self.n * self.b
-        return tf.gather(x, list(range(span)) + list(range(num_tokens - span, num_tokens)), axis=axis)
+        return tf.concat([slice_axis(x, axis, 0, span), slice_axis(x, axis, num_tokens - span, span)],
+                         axis=axis)
 
     def global_rows(self, q_ends: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor,
                     r_k_weights: tf.Tensor | None, r_w_bias: tf.Tensor, r_r_bias: tf.Tensor
@@ -212,8 +213,8 @@ class _Pieces:
         for end, start in enumerate((0, num_tokens - span)):
             # Row m of the table is distance m - (T-1); queries from `start` need
             # -(start + span - 1) .. T - 1 - start.
-            frame = table[:, num_tokens - span - start:2 * num_tokens - 1 - start]
-            relative.append(skew(tf.matmul(relative_queries[:, :, end * span:(end + 1) * span],
+            frame = slice_axis(table, 1, num_tokens - span - start, num_tokens + span - 1)
+            relative.append(skew(tf.matmul(slice_axis(relative_queries, 2, end * span, span),
                                            frame[tf.newaxis], transpose_b=True)))
         mask = None
         if self.key_blocks_allowed is not None:
@@ -261,7 +262,7 @@ class _Pieces:
         # distances from (delta-1)b+1 to (delta+1)b-1 of block offset delta start at row
         # (n - 1 + delta) b.
         first = (n - 1 - self.w // 2) * b
-        window_table = table[:, first:first + (self.w + 1) * b - 1]
+        window_table = slice_axis(table, 1, first, (self.w + 1) * b - 1)
         delta = blocks[:, :, self.w:] - row_blocks[tf.newaxis, :, tf.newaxis]  # [H, R, s]
         first_row = tf.clip_by_value(n - 1 + delta, 0, 2 * n - 2) * b  # padded rows: anywhere
         table_rows = first_row[..., tf.newaxis] + tf.range(2 * b - 1)
@@ -295,9 +296,10 @@ class _Pieces:
         batch, heads, depth = tf.shape(global_rows)[0], global_rows.shape[1], global_rows.shape[-1]
         span, b = self.g * self.b, self.b
         middle = tf.reshape(tf.transpose(middle, [1, 0, 3, 4, 2, 5]), [batch, -1, heads, depth])
-        middle = middle[:, :(self.n - 2 * self.g) * b]
+        middle = slice_axis(middle, 1, 0, (self.n - 2 * self.g) * b)
         global_rows = tf.transpose(global_rows, [0, 2, 1, 3])
-        return tf.concat([global_rows[:, :span], middle, global_rows[:, span:]], axis=1)
+        return tf.concat([slice_axis(global_rows, 1, 0, span), middle,
+                          slice_axis(global_rows, 1, span, span)], axis=1)
 
     # -------------------------------------------------------------- drivers
     def attend(self, q, k, v, table, r_k_weights, r_w_bias, r_r_bias) -> tf.Tensor:

@@ -1,0 +1,94 @@
+"""Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
+its traced gradient), `skew` and `slice_axis` (the tf.slice data movement of the relative shift)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from senformer_cli.model.attention import skew, slice_axis
+from senformer_cli.model.layers import SoftmaxPooling1D, TargetLengthCrop1D
+
+
+def numpy_softmax_pooling(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """[B, L, C] -> [B, L/2, C]: per channel, softmax over each pair of x @ w, weighted sum."""
+    pairs = x.reshape(x.shape[0], -1, 2, x.shape[-1]).astype(np.float64)
+    logits = pairs @ w.astype(np.float64)
+    weights = np.exp(logits - logits.max(axis=2, keepdims=True))
+    weights /= weights.sum(axis=2, keepdims=True)
+    return (pairs * weights).sum(axis=2)
+
+
+def test_softmax_pooling_outputs_and_gradients_equal_numpy():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 10, 6)).astype(np.float32))
+    pool = SoftmaxPooling1D()
+    pool(x)
+    w = rng.normal(size=(6, 6)).astype(np.float32)
+    pool._logit_linear.w.assign(w)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = pool(x)
+    np.testing.assert_allclose(y.numpy(), numpy_softmax_pooling(x.numpy(), w), rtol=1e-5, atol=1e-6)
+    # Gradient of sum(y * g) w.r.t. x against a central finite difference of the numpy formula.
+    g = rng.normal(size=y.shape)
+    d_x = tape.gradient(y, x, output_gradients=tf.constant(g, tf.float32)).numpy()
+    x64, eps = x.numpy().astype(np.float64), 1e-5
+    for index in [(0, 0, 0), (1, 7, 3), (0, 9, 5)]:
+        up, down = x64.copy(), x64.copy()
+        up[index] += eps
+        down[index] -= eps
+        numeric = ((numpy_softmax_pooling(up, w) - numpy_softmax_pooling(down, w)) * g).sum() / (2 * eps)
+        assert d_x[index] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
+
+
+def test_softmax_pooling_gradient_graph_has_no_channel_by_channel_tensor():
+    """The CPU gradient of a rank-4 broadcast matmul builds [B, L/2, C, C]; the pooling must not."""
+    channels, length = 24, 64
+    pool = SoftmaxPooling1D()
+    pool(tf.zeros([1, length, channels]))
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(pool(x))
+        return tape.gradient(loss, [x, pool._logit_linear.w])
+
+    graph = gradients.get_concrete_function(tf.TensorSpec([1, length, channels])).graph
+    shapes = [tuple(t.shape.as_list()) for op in graph.get_operations() for t in op.outputs
+              if t.shape.rank is not None]
+    assert any(s[-2:] == (channels, channels) for s in shapes if len(s) == 2)  # the weight gradient
+    bad = [s for s in shapes if len(s) >= 3 and s[-2:] == (channels, channels)]
+    assert not bad, f"per-position [.., C, C] tensors in the gradient graph: {bad}"
+
+
+def numpy_skew(x: np.ndarray) -> np.ndarray:
+    """out[..., q, c] = x[..., q, c + Q - 1 - q]."""
+    num_queries, width = x.shape[-2:]
+    out = np.empty(x.shape[:-2] + (num_queries, width - num_queries + 1), x.dtype)
+    for q in range(num_queries):
+        out[..., q, :] = x[..., q, num_queries - 1 - q:width - q]
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (3, 5), (4, 7), (2, 3, 7, 13), (1, 2, 16, 31),
+                                   (2, 2, 3, 8, 40)])
+def test_skew_equals_numpy(shape):
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    np.testing.assert_array_equal(skew(tf.constant(x)).numpy(), numpy_skew(x))
+
+
+def test_skew_with_unknown_batch_inside_tf_function():
+    x = np.random.default_rng(2).normal(size=(3, 2, 6, 11)).astype(np.float32)
+    traced = tf.function(skew, input_signature=[tf.TensorSpec([None, 2, 6, 11])])
+    out = traced(tf.constant(x))
+    np.testing.assert_array_equal(out.numpy(), numpy_skew(x))
+
+
+def test_slice_axis_and_crop_equal_numpy_slicing():
+    x = np.arange(2 * 9 * 3, dtype=np.float32).reshape(2, 9, 3)
+    np.testing.assert_array_equal(slice_axis(tf.constant(x), 1, 2, 4).numpy(), x[:, 2:6])
+    np.testing.assert_array_equal(slice_axis(tf.constant(x), -1, tf.constant(1), 2).numpy(), x[..., 1:3])
+    assert slice_axis(tf.constant(x), 1, 2, 4).shape.as_list() == [2, 4, 3]
+    np.testing.assert_array_equal(TargetLengthCrop1D(5)(tf.constant(x)).numpy(), x[:, 2:7])

@@ -538,36 +538,18 @@ class Validation:
         return {"step": step, "valid_mean_r": self.mean_r, "heads": self.heads}
 
 
-class _Predictor:
-    """The in-memory model for validation: one compiled inference function, reused every time
-    (not retraced at each validation); other attributes are the model's."""
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        self._model = model
-        self._predict = tf.function(lambda x: model(x, is_training=False), autograph=False)
-
-    def __call__(self, inputs, is_training: bool = False):
-        if is_training:
-            return self._model(inputs, is_training=True)
-        return self._predict(inputs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
-
-
-def validate(predict, config: ModelConfig, train: TrainConfig, evaluate: Callable | None = None
+def validate(model, config: ModelConfig, train: TrainConfig, evaluate: Callable | None = None
              ) -> Validation:
     """Mean r per track type of each trained head on its valid split (up to `eval_sequences`),
-    with the evaluate command's metric (`senformer_cli.evaluation.evaluate_model`)."""
+    with the evaluate command's metric (`senformer_cli.evaluation.evaluate_model`, which keeps
+    one compiled inference function per model, so validations after the first do not retrace)."""
     from senformer_cli.data.targets import TRACK_TYPES
 
     if evaluate is None:
         from senformer_cli.evaluation import evaluate_model as evaluate
     heads = {}
     for head, data_dir in train.data.items():
-        result = evaluate(predict, config, Path(data_dir), split="valid", head=head,
+        result = evaluate(model, config, Path(data_dir), split="valid", head=head,
                           genome=train.genomes.get(head), max_sequences=train.eval_sequences,
                           batch_size=train.eval_batch_size)
         summary = result.summary
@@ -686,8 +668,9 @@ def train(request: TrainRequest, *, progress: Callable[[dict[str, Any]], None] |
           evaluate: Callable | None = None) -> TrainResult:
     """`senformer train`: plan the run (nothing written on a user error), then train it.
 
-    progress(state) is called after every step and around validations with a dict: phase
-    ("train" | "validate"), step, steps, loss, learning_rate, steps_per_s. notify(line) gets the
+    progress(state) is called after every step and before validations with a dict: phase
+    ("train" | "validate"), step, steps, start, and after a step head, loss, learning_rate,
+    steps_per_s. notify(line) gets the
     one-line notices (synthetic data, new heads, initial weights, resumed step).
     """
     plan = plan_run(request, ensure_data=ensure_data)
@@ -787,7 +770,6 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     step_functions = {head: _step_function(strategy, model, optimizer, per_head[head], head, train)
                       for head in heads}
-    predictor = _Predictor(model)
 
     status, message = "completed", ""
     durations: list[float] = []
@@ -822,7 +804,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
             window["grad_norm"].append(norm)
             rate = len(durations) / sum(durations) if durations else None
             progress({"phase": "train", "step": done, "steps": train.steps, "start": start,
-                      "loss": loss, "learning_rate": learning_rate, "steps_per_s": rate})
+                      "head": head, "loss": loss, "learning_rate": learning_rate, "steps_per_s": rate})
             row: dict[str, Any] = {}
             if done % train.log_every == 0:
                 secs = window["seconds"]
@@ -832,7 +814,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
                 window = {"loss": [], "grad_norm": [], "seconds": []}
             if done % train.eval_every == 0 or done == train.steps:
                 progress({"phase": "validate", "step": done, "steps": train.steps, "start": start})
-                validation = validate(predictor, config, train, evaluate)
+                validation = validate(model, config, train, evaluate)
                 row.update(validation_row(validation))
                 if validation.mean_r > float(best_value.numpy()):
                     best_value.assign(validation.mean_r)

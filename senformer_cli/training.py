@@ -500,24 +500,38 @@ def create_variables(model) -> None:
                     ).get_concrete_function(spec)
 
 
+def variables_by_path(model) -> dict[str, Any]:
+    """Every variable of a module keyed by its attribute path (`_trunk/_layers/0/...`).
+
+    Not by name: Sonnet gives a conv block's two moving averages the same variable names
+    (`exponential_moving_average/average`), while their paths differ (`moving_mean`,
+    `moving_variance`). Two models of the same architecture have the same paths.
+    """
+    import tensorflow as tf
+
+    pairs = model._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)
+    return {"/".join(str(part) for part in path): variable for path, variable in pairs}
+
+
 def copy_weights(source, target, skip_heads: Sequence[str] = ()) -> list[str]:
-    """Assign `source`'s variables to `target`'s of the same name (instance prefix ignored).
+    """Assign `source`'s variables to `target`'s at the same attribute path.
 
     Heads in `skip_heads` keep their fresh initialisation; target variables the source lacks (e.g.
-    the random-block tables when sparse attention replaces full) keep theirs. Returns the names of
-    target variables that were not copied. A shape mismatch is a SenformerError.
+    the random-block tables when sparse attention replaces full) keep theirs. Returns the paths of
+    target variables that were not copied. A shape mismatch is a SenformerError naming the
+    variable and both shapes.
     """
-    by_name = {_relative_name(v): v for v in source.variables}
+    sources = variables_by_path(source)
     untouched = []
-    for variable in target.variables:
-        name = _relative_name(variable)
-        if any(name.startswith(f"heads/head_{h}/") for h in skip_heads) or name not in by_name:
-            untouched.append(name)
+    for path, variable in variables_by_path(target).items():
+        if any(path.startswith(f"_heads/{h}/") for h in skip_heads) or path not in sources:
+            untouched.append(path)
             continue
-        value = by_name[name]
+        value = sources[path]
         if tuple(value.shape) != tuple(variable.shape):
-            raise SenformerError(f"--init-from: variable {name} has shape {tuple(value.shape)} in "
-                                 f"the initial model but {tuple(variable.shape)} here")
+            raise SenformerError(f"--init-from: variable {_relative_name(variable)} has shape "
+                                 f"{tuple(value.shape)} in the initial model but "
+                                 f"{tuple(variable.shape)} here")
         variable.assign(value)
     return untouched
 

@@ -230,8 +230,12 @@ def plan_run(request: TrainRequest, *, ensure_data: Callable[[], Path] | None = 
     if config is None:
         from senformer_cli.model.load import load_model
 
-        initial = load_model(train.init_from, request.model_overrides)
-        config = initial.config
+        # Loaded as saved; --set changes (e.g. attention=sparse on Enformer weights: the S-Enformer
+        # recipe) apply to the model built here, and copy_weights moves every variable that both
+        # have (the sparse model's random-block tables keep their seeded values).
+        initial = load_model(train.init_from)
+        config = ModelConfig.from_dict({**initial.config.to_dict(), **request.model_overrides},
+                                       source="--set")
         notices.append(f"initial weights: {initial.description}")
     config, new_heads = _heads_for_data(config, train.data, notices, from_weights=bool(init_from))
     run_dir = Path(request.out) if request.out is not None else default_run_dir(

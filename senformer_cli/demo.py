@@ -261,6 +261,18 @@ def latest_checkpoint_step(run_dir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def train_action(saved: dict[str, Any] | None, wanted: dict[str, Any], latest_step: int | None,
+                 steps: int) -> str:
+    """What to do with a model's run directory: "reuse" (trained to `steps` with the wanted
+    model and training configs), "resume" (the same configs, an earlier checkpoint) or "train"
+    (from the start, replacing whatever is there)."""
+    if saved is None or latest_step is None:
+        return "train"
+    if any(saved.get(key) != value for key, value in wanted.items()):
+        return "train"
+    return "reuse" if latest_step >= steps else "resume"
+
+
 def train_request(attention: str, plan: DemoPlan, data_root: Path, runs_root: Path):
     """The `senformer train` request of one model of the pair (tiny width, the plan's budget)."""
     from senformer_cli.training import TrainRequest
@@ -290,15 +302,15 @@ def _train_step(attention: str, plan: DemoPlan, data_root: Path, runs_root: Path
             saved = json.loads((run_dir / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             saved = None
-    same = saved is not None and {k: saved.get(k) for k in wanted} == wanted
-    done = latest_checkpoint_step(run_dir) if same else None
+    done = latest_checkpoint_step(run_dir)
+    action = train_action(saved, wanted, done, steps)
 
     def on_progress(state: dict[str, Any]) -> None:
         progress(state["step"], state["steps"])
 
-    if done is not None and done >= steps:
+    if action == "reuse":
         return "reused", f"{run_dir}: already trained ({done} steps)", run_dir
-    if done is not None:
+    if action == "resume":
         resumed = plan_run(replace(request, out=run_dir, resume=True, train_overrides={}))
         result = run_plan(resumed, progress=on_progress)
         status, detail = "resumed", f"{run_dir}: resumed at step {done}, trained to {result.step}"
@@ -318,7 +330,18 @@ def profile_models(out_dir: Path, plan: DemoPlan,
     S-Enformer (training steps) at the plan's input lengths, each in a fresh process. The one
     place the demo calls the profiler (issue 9); returns the profile result and writes
     profile.csv, profile.json and profile.png to `out_dir`."""
-    raise ProfileUnavailable("`senformer profile` (issue 9) is not in this build yet")
+    try:
+        from senformer_cli import profiling
+    except ImportError:
+        raise ProfileUnavailable("`senformer profile` (issue 9) is not in this build yet"
+                                 ) from None
+    request = profiling.make_request(
+        preset=PRESET, lengths=",".join(str(length) for length in plan.profile_lengths),
+        attention="full,sparse", mode="train", steps=plan.profile_steps,
+        warmup=plan.profile_warmup, max_memory=plan.profile_max_memory)
+    result = profiling.profile(request, progress=lambda done, total, label: progress(done, total))
+    profiling.write_outputs(result, out_dir, overwrite=True)
+    return result
 
 
 def _evaluate_step(name: str, run_dir: Path, plan: DemoPlan, data_root: Path, out_dir: Path,

@@ -383,7 +383,64 @@ def train_command(
 
 
 # ---------------------------------------------------------------- profile (issue 9)
-# (commands of this section go here)
+@app.command("profile")
+@user_errors
+def profile_command(
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="Base model: enformer, s-enformer, small or tiny. Each "
+        "--attention kind is applied to it (--preset enformer --attention full,sparse is the "
+        "enformer / s-enformer pair). Default: enformer on a GPU; on a CPU the tiny width at "
+        "short lengths, so the run finishes in minutes."),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[List[str]] = SET_OPTION,
+    attention: str = typer.Option("full,sparse", "--attention",
+                                  help="Attention kinds to compare, comma-separated."),
+    lengths: Optional[str] = typer.Option(
+        None, "--lengths", help="Input lengths in bp, comma-separated "
+        "(default 131072,196608,393216,786432,1048576)."),
+    mode: str = typer.Option("train", "--mode", help="train (forward, loss, backward, Adam "
+                             "update) or predict (forward pass)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Sequences per step."),
+    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median)."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed steps first (tracing, allocations)."),
+    component: str = typer.Option("model", "--component", help="model (the whole model) or "
+                                  "attention (one attention layer alone at length / 128 tokens)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (bfloat16 compute, "
+                                  "float32 weights)."),
+    max_memory: Optional[str] = typer.Option(
+        None, "--max-memory", help="Memory limit, e.g. 20GB: configurations estimated above it are "
+        "skipped, and runs going over it are stopped (CPU); both are reported as rows. Default on "
+        "a CPU: 90% of the memory available."),
+    timeout: float = typer.Option(0, "--timeout", help="Seconds per configuration (0: none)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write profile.csv, profile.json "
+                                       "and profile.png to this directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Peak memory and step time of full vs sparse attention as the input grows, each model x
+    length in a fresh process."""
+    from senformer_cli import profiling, report
+    from senformer_cli.config import parse_overrides
+
+    request = profiling.make_request(
+        preset=preset, config_file=config_file, overrides=parse_overrides(overrides or []),
+        attention=attention, lengths=lengths, mode=mode, batch_size=batch_size, steps=steps,
+        warmup=warmup, component=component, precision=precision, max_memory=max_memory,
+        timeout_seconds=timeout or None)
+    if out is not None:
+        profiling.check_out_dir(out, overwrite)
+    for line in request.notes:
+        report.note(line)
+    with report.profile_progress(enabled=sys.stderr.isatty() and not as_json) as progress:
+        result = profiling.profile(request, progress=progress)
+    if out is not None:
+        profiling.write_outputs(result, out, overwrite=overwrite)
+    if as_json:
+        report.print_json(result)
+    else:
+        report.profile(result)
+        if out is not None:
+            report.note(f"wrote profile.csv, profile.json and profile.png to {out}")
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)

@@ -53,6 +53,10 @@ class ModelConfig:
     attention_dropout_rate: float = 0.05
     positional_dropout_rate: float = 0.01
     final_dropout_rate: float = 0.05
+    # Gradient checkpointing: the stem, each conv tower block, each transformer block and the
+    # final pointwise block are recomputed in the backward pass instead of keeping their
+    # activations (same results, less memory, about one more forward pass of time).
+    recompute: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,6 +120,8 @@ class ModelConfig:
                 bad(name, "must be a number in [0, 1)")
         if not isinstance(self.mask_padding, bool):
             bad("mask_padding", "must be true or false")
+        if not isinstance(self.recompute, bool):
+            bad("recompute", "must be true or false")
         if self.pooling not in POOLING_TYPES:
             bad("pooling", f"must be one of {', '.join(POOLING_TYPES)}")
         if self.attention not in ATTENTION_TYPES:

@@ -244,7 +244,7 @@ def check_positions(positions: Sequence[int], sequence_length: int) -> list[int]
         if not 0 <= p < sequence_length:
             raise SenformerError(f"--position {p}: outside the {sequence_length:,}-bp input "
                                  f"(0..{sequence_length - 1:,})")
-    return [int(p) for p in positions]
+    return list(dict.fromkeys(int(p) for p in positions))  # each once, in the order given
 
 
 def parse_tracks(tracks: str, num_tracks: int, track_types: Sequence[str] | None,
@@ -435,7 +435,8 @@ class ModelMeasurement:
             "farthest_reached_bin": farthest,
             "farthest_reached_bp": float(distance[farthest]) if farthest is not None else None,
             "theoretical_bins": int(field_.bins.sum()),
-            "max_effect_outside_theoretical_field": float(outside_theory.max()) if len(outside_theory) else 0.0,
+            "max_effect_outside_theoretical_field": (float(outside_theory.max())
+                                                     if len(outside_theory) else 0.0),
         }
 
     def summary(self, with_effects: bool = True) -> dict[str, Any]:
@@ -679,7 +680,8 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
                   tracks: Sequence[int] | None, seed: int, batch_size: int,
                   layout: str = "paired", local: bool = False, shared: bool = False,
                   noise_batches: int = NOISE_BATCHES,
-                  progress: Callable[[int], None] | None = None) -> ModelMeasurement:
+                  progress: Callable[[int], None] | None = None,
+                  status: Callable[[str], None] | None = None) -> ModelMeasurement:
     """Run the experiment on one model; `progress(repeats_done)` after every batch.
 
     `batch_size` is the number of sequences per forward pass: `paired` runs `batch_size` repeats
@@ -699,10 +701,14 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
     noise_floor = 0.0
     sequences = 0
     # Trace every path outside the timed loop.
+    if status is not None:
+        status(f"{item.name}: tracing")
     warm = np.zeros([min(repeats_per_batch, repeats), config.sequence_length, 4], np.float32)
     warm[..., 0] = 1
     predictor.pair(warm, warm, positions[0])
     predictor.references(np.concatenate([warm, warm]))
+    if status is not None:
+        status(f"{item.name}: measuring")
     start = time.perf_counter()
     fresh_number, state = -1, None
     for index, references, mutants, fresh in mutation_batches(
@@ -779,7 +785,8 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
             head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 4,
             track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
             local: bool = False, shared: bool = False, noise_batches: int = NOISE_BATCHES,
-            progress: ProgressFn | None = None) -> ReceptiveFieldResult:
+            progress: ProgressFn | None = None,
+            status: Callable[[str], None] | None = None) -> ReceptiveFieldResult:
     """Measure every model on the same sequences and mutations (see the module docstring).
 
     `positions` is a count (evenly spaced, ends included) or explicit 0-based bp positions;
@@ -803,7 +810,7 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
     measurements = [measure_model(m, positions=chosen, repeats=repeats, head=head,
                                   tracks=selection, seed=seed, batch_size=batch_size,
                                   layout=layout, local=local, shared=shared,
-                                  noise_batches=noise_batches, progress=step)
+                                  noise_batches=noise_batches, progress=step, status=status)
                     for m, (selection, _) in zip(models, selections)]
     settings = {"positions": chosen, "repeats": repeats, "head": head, "tracks": tracks,
                 "tracks_label": selections[0][1], "seed": seed, "batch_size": batch_size,
@@ -937,7 +944,7 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
     result = measure(models, positions=positions if positions else num_positions, repeats=repeats,
                      head=head, tracks=tracks, seed=seed, batch_size=batch_size,
                      track_types=track_types, layout=layout, local=local, shared=shared,
-                     progress=progress)
+                     progress=progress, status=status)
     result.notes = notes
     if out is not None:
         write_outputs(result, out, overwrite)

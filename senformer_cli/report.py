@@ -140,7 +140,8 @@ from typing import Callable, Iterator  # noqa: E402
 
 
 def _r(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    """A correlation for a table: "-" for None and NaN."""
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _p_value(value: Any) -> str:
@@ -362,10 +363,6 @@ class TrainProgress:
                               rate=f"{rate:.2f} steps/s" if rate else "compiling", eta=eta)
 
 
-def _r(value: Any) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
-
-
 def train_result(result: dict[str, Any]) -> None:
     """The best and the final validation of a training run, per head and track type."""
     from senformer_cli.data.targets import TRACK_TYPE_LABELS, TRACK_TYPES
@@ -389,8 +386,8 @@ def train_result(result: dict[str, Any]) -> None:
             if kind not in final["heads"][head] and kind not in best["heads"].get(head, {}):
                 continue
             table.add_row(TRACK_TYPE_LABELS.get(kind, kind),
-                          _r(best["heads"].get(head, {}).get(kind)),
-                          _r(final["heads"][head].get(kind)),
+                          _r(best["heads"].get(head, {}).get(kind), 3),
+                          _r(final["heads"][head].get(kind), 3),
                           style="bold" if kind == "all" else None)
         console.print(table)
     checkpoint = result.get("best_checkpoint")
@@ -400,7 +397,73 @@ def train_result(result: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- profile (issue 9)
-# (renderers of this section go here)
+def note(message: str) -> None:
+    """One dim informational line on stderr (stdout stays clean for --json)."""
+    err_console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
+
+
+def profile_progress(enabled: bool):
+    """A context manager yielding `progress(done, total, label)` for `senformer profile`: a rich
+    progress bar over configurations on stderr, or a no-op when disabled."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def bar():
+        if not enabled:
+            yield lambda done, total, label: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+            task = progress.add_task("profiling", total=None)
+
+            def update(done: int, total: int, label: str) -> None:
+                progress.update(task, completed=done, total=total, description=f"profiling {label}")
+
+            yield update
+
+    return bar()
+
+
+def _gb(value: Any) -> str:
+    return "-" if value is None or value == "" else f"{value / 1e9:.2f}"
+
+
+def profile(result: dict[str, Any]) -> None:
+    """Table for `senformer profile`: one row per model x length."""
+    config = result["base_config"]
+    what = ("one attention layer" if result["component"] == "attention" else
+            "training step" if result["mode"] == "train" else "forward pass")
+    title = (f"{what}, {result['base']} width: {config['channels']} channels, "
+             f"{config['num_transformer_layers']} layers, {config['num_heads']} heads; batch "
+             f"{result['batch_size']}, {result['precision']}"
+             + (", recompute" if config.get("recompute") else ""))
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "length (bp)", "tokens", "mode", "s/step", "spread", "peak GB",
+                   "estimated GB", "sparse/full time", "sparse/full memory"):
+        table.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for row in result["rows"]:
+        ok = row.get("status") == "ok"
+        ratio = (lambda key: f"{row[key]:.2f}" if key in row else "-")
+        table.add_row(row["model"], _fmt_int(row["sequence_length_bp"]), _fmt_int(row["num_tokens"]),
+                      row["mode"], f"{row['seconds_per_step']:.3f}" if ok else
+                      f"[yellow]{row.get('reason') or row.get('status')}[/]",
+                      f"{row['spread']:.0%}" if ok else "-",
+                      _gb(row.get("peak_memory_bytes")) if ok else "-",
+                      _gb(row.get("estimated_peak_bytes")), ratio("time_ratio"),
+                      ratio("memory_ratio"))
+    limit = result.get("max_memory_bytes")
+    fits = ", ".join(f"{model} {length:,} bp" if length else f"{model} none"
+                     for model, length in result["longest_fitting"].items())
+    peak = "allocator peak on GPU:0" if any(row.get("device", "").startswith("GPU")
+                                           for row in result["rows"]) else \
+        "peak resident memory above the baseline after importing TensorFlow"
+    table.caption = (f"median of {result['steps']} steps after {result['warmup']} warm-up steps, "
+                     f"each configuration in a fresh process; peak: {peak}"
+                     + (f"; longest under {limit / 1e9:.1f} GB: {fits}" if limit else
+                        f"; longest that ran: {fits}"))
+    console.print(table)
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)
@@ -409,8 +472,9 @@ import contextlib as _contextlib  # noqa: E402  (kept in this section: shared fi
 
 @_contextlib.contextmanager
 def receptive_field_progress(enabled: bool):
-    """A progress bar on stderr over positions x repeats (with ETA) and a status line for model
-    loading; both silent when `enabled` is False or stderr is not a terminal."""
+    """A progress bar on stderr over models x positions x repeats (with ETA) whose label says what
+    runs (loading, tracing, measuring a model); silent when `enabled` is False or stderr is not a
+    terminal."""
     if not enabled or not err_console.is_terminal:
         yield (lambda done, total: None), (lambda message: None)
         return
@@ -423,7 +487,7 @@ def receptive_field_progress(enabled: bool):
         task = progress.add_task("loading", total=None)
 
         def update(done: int, total: int) -> None:
-            progress.update(task, description="measuring", completed=done, total=total)
+            progress.update(task, completed=done, total=total)
 
         def status(message: str) -> None:
             progress.update(task, description=message)

@@ -12,6 +12,7 @@ from senformer_cli.config import ModelConfig
 from senformer_cli.model.attention import MultiheadAttention
 from senformer_cli.model.layers import (Dropout, Residual, Sequential, TargetLengthCrop1D, conv_block,
                                         gelu, pooling_module)
+from senformer_cli.model.recompute import recompute_call
 
 
 class Enformer(snt.Module):
@@ -105,6 +106,17 @@ class Enformer(snt.Module):
         transformer = self._trunk.layers[2]
         return [block.layers[0]._module.layers[1] for block in transformer.layers]
 
+    def _recomputed_trunk(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
+        """The trunk with gradient checkpointing (`config.recompute`): the stem, each conv tower
+        block, each transformer block and the final pointwise block keep only their input for the
+        backward pass and are recomputed there, so it holds one block's activations at a time."""
+        stem, conv_tower, transformer, crop_final, final_pointwise = self._trunk.layers
+        outputs = inputs
+        for block in [stem, *conv_tower.layers, *transformer.layers]:
+            outputs = recompute_call(block, outputs, is_training=is_training, **kwargs)
+        outputs = crop_final(outputs)
+        return recompute_call(final_pointwise, outputs, is_training=is_training, **kwargs)
+
     def padding_mask(self, inputs: tf.Tensor) -> tf.Tensor:
         """[B, L, 4] one-hot -> [B, tokens] bool: False where all of a token's bases are N."""
         config = self.config
@@ -118,8 +130,14 @@ class Enformer(snt.Module):
         seed: [2] int, draw every dropout mask statelessly from it (training replays exactly).
         """
         kwargs = {"key_mask": self.padding_mask(inputs)} if self.config.mask_padding else {}
+        if self.config.recompute and is_training and seed is None:
+            # Recomputed blocks must draw the same dropout masks again: make them stateless.
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         if seed is not None:
             kwargs["seed"] = seed
-        trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
+        if self.config.recompute:
+            trunk_embedding = self._recomputed_trunk(inputs, is_training=is_training, **kwargs)
+        else:
+            trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
         return {head: module(trunk_embedding, is_training=is_training)
                 for head, module in self._heads.items()}

@@ -13,6 +13,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from senformer_cli.model.attention import slice_axis
+from senformer_cli.model.recompute import recomputing
 
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
@@ -26,6 +27,10 @@ def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Ten
     dropout get is_training."""
     if getattr(layer, "TRAINING_AWARE", False):
         return layer(inputs, is_training=is_training, **kwargs)
+    if is_training and recomputing() and isinstance(layer, (snt.BatchNorm,
+                                                           snt.distribute.CrossReplicaBatchNorm)):
+        # Recomputing for the gradient: the same batch statistics, moving averages left alone.
+        return layer(inputs, is_training=False, test_local_stats=True)
     if isinstance(layer, (snt.BatchNorm, snt.distribute.CrossReplicaBatchNorm, snt.Dropout)):
         return layer(inputs, is_training=is_training)
     return layer(inputs)

@@ -50,16 +50,16 @@ def assign_by_name(variables: Sequence[tf.Variable], values: Mapping[str, Sequen
 def read_npz_weights(path: Path | str) -> dict[str, list[np.ndarray]]:
     """Weights stored as `w::<variable name>#<k>` arrays (the reference format) -> name -> [arrays]."""
     path = Path(path)
-    try:
-        archive = np.load(path)
-    except (OSError, ValueError) as error:
-        raise SenformerError(f"{path}: cannot read weights ({error})") from None
     values: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
-    for key in archive.files:
-        if not key.startswith("w::"):
-            continue
-        name, _, index = key[3:].rpartition("#")
-        values[name][int(index)] = archive[key]
+    try:  # a damaged archive fails in np.load or only when an array is read
+        with np.load(path) as archive:
+            for key in archive.files:
+                if not key.startswith("w::"):
+                    continue
+                name, _, index = key[3:].rpartition("#")
+                values[name][int(index)] = archive[key]
+    except Exception as error:  # OSError, ValueError, zipfile.BadZipFile, tokenize.TokenError, ...
+        raise SenformerError(f"{path}: cannot read weights ({type(error).__name__}: {error})") from None
     return {name: [arrays[k] for k in sorted(arrays)] for name, arrays in values.items()}
 
 

@@ -1,0 +1,122 @@
+"""Gradient checkpointing (`recompute`, senformer_cli/model/recompute.py): the same gradients,
+the same dropout masks, batch norm updated once, the same variables, and less memory."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from senformer_cli.config import ModelConfig
+from senformer_cli.model import build_model
+from senformer_cli.model import enformer as enformer_module
+from senformer_cli.model.recompute import recompute_call
+
+NO_DROPOUT = dict(dropout_rate=0.0, attention_dropout_rate=0.0, positional_dropout_rate=0.0,
+                  final_dropout_rate=0.0)
+LENGTH = 4096  # 32 tokens
+
+
+def tiny(attention: str = "sparse", **overrides) -> ModelConfig:
+    return ModelConfig.from_preset("tiny", sequence_length=LENGTH, target_length=16, block_size=4,
+                                   attention=attention, **overrides)
+
+
+def one_hot(config: ModelConfig, seed: int = 0) -> tf.Tensor:
+    bases = np.random.default_rng(seed).integers(0, 4, (2, config.sequence_length))
+    return tf.one_hot(bases, 4)
+
+
+def train_step(config: ModelConfig, *, compiled: bool = True, seed: int = 1):
+    """One training step from the same initial weights: the loss, the gradients of the input and
+    of every trunk and human-head variable, and the batch-norm moving averages afterwards."""
+    tf.random.set_seed(seed)
+    model = build_model(config, create_variables=True)
+    x = one_hot(config)
+    variables = [v for v in model.trainable_variables if "head_mouse" not in v.name]
+    weights = tf.reshape(tf.range(16, dtype=tf.float32), [1, 1, 16])
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(model(x, is_training=True)["human"] * weights)
+        return loss, tape.gradient(loss, [x] + variables)
+
+    loss, gradients = (tf.function(step) if compiled else step)(x)
+    moving = {v.name: v.numpy() for v in model.variables if "moving" in v.name or "hidden" in v.name
+              or "average" in v.name or "counter" in v.name}
+    return loss.numpy(), [g.numpy() for g in gradients], moving, model
+
+
+def assert_gradients_close(expected: list[np.ndarray], actual: list[np.ndarray], rtol: float = 1e-5):
+    """Equal up to float32 round-off: relative to the largest gradient entry overall, and for each
+    variable relative to its own scale where that is above round-off level."""
+    scale = max(np.max(np.abs(g)) for g in expected)
+    for e, a in zip(expected, actual):
+        assert e.shape == a.shape
+        tolerance = rtol * max(np.max(np.abs(e)), 1e-2 * scale)
+        np.testing.assert_allclose(a, e, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("attention", ["sparse", "full"])
+@pytest.mark.parametrize("compiled", [True, False], ids=["tf.function", "eager"])
+def test_recompute_gives_the_same_gradients(attention, compiled):
+    loss, gradients, moving, _ = train_step(tiny(attention, **NO_DROPOUT), compiled=compiled)
+    loss_r, gradients_r, moving_r, _ = train_step(tiny(attention, recompute=True, **NO_DROPOUT),
+                                                  compiled=compiled)
+    assert loss_r == pytest.approx(loss, rel=1e-6)
+    assert len(gradients) == len(gradients_r) == 1 + 7 + 6 * 9 + 2 * 16 + 4 + 2
+    assert_gradients_close(gradients, gradients_r)
+
+
+def test_batch_norm_moving_averages_are_updated_once():
+    # The recomputation normalises with the batch statistics without updating the averages again:
+    # after one step they equal those of the plain model (a second update would move them on).
+    _, _, moving, model = train_step(tiny(**NO_DROPOUT))
+    _, _, moving_r, _ = train_step(tiny(recompute=True, **NO_DROPOUT))
+    assert moving.keys() == moving_r.keys() and len(moving) == 14 * 2 * 3  # 14 batch norms
+    counters = [value for name, value in moving.items() if "counter" in name]
+    assert all(int(c) == 1 for c in counters)  # the plain model: one update per step
+    for name in moving:
+        np.testing.assert_allclose(moving_r[name], moving[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_variables_are_the_same_with_recompute():
+    *_, plain = train_step(tiny(**NO_DROPOUT))
+    *_, recomputed = train_step(tiny(recompute=True, **NO_DROPOUT))
+    assert [(v.name, v.shape) for v in recomputed.variables] == [(v.name, v.shape) for v in
+                                                                plain.variables]
+
+
+def test_recompute_with_dropout_draws_the_same_masks(monkeypatch):
+    """With dropout on, the checkpointed gradient equals TensorFlow's own gradient of the same
+    forward pass (the same per-block seeds, no checkpointing): the recomputation in the backward
+    pass drew exactly the masks of the forward pass."""
+    config = tiny(recompute=True)  # published dropout rates
+    _, checkpointed, _, _ = train_step(config, compiled=False, seed=5)
+
+    def plain(block, inputs, *, is_training, **kwargs):
+        return recompute_call(block, inputs, is_training=is_training, checkpoint=False, **kwargs)
+
+    monkeypatch.setattr(enformer_module, "recompute_call", plain)
+    _, reference, _, _ = train_step(config, compiled=False, seed=5)
+    assert_gradients_close(reference, checkpointed)
+    # ... and the masks are not all-ones: without dropout the gradients differ.
+    _, no_dropout, _, _ = train_step(tiny(recompute=True, **NO_DROPOUT), compiled=False, seed=5)
+    assert max(np.max(np.abs(a - b)) for a, b in zip(reference, no_dropout)) > 1e-3
+
+
+def test_recompute_lowers_peak_memory():
+    """One tiny training step in a fresh process each, with and without recompute: the peak
+    resident memory above the baseline (a memory ratio, not a timing)."""
+    from senformer_cli import profiling
+
+    peaks = {}
+    for recompute in (False, True):
+        config = profiling.config_for(ModelConfig.from_preset("tiny", recompute=recompute),
+                                      "sparse", 65_536)
+        spec = {"config": config.to_dict(), "mode": "train", "batch_size": 1, "steps": 1,
+                "warmup": 1, "precision": "fp32", "component": "model"}
+        row = profiling.run_child(spec, limit_bytes=4_000_000_000)
+        assert row["status"] == "ok", row
+        peaks[recompute] = row["peak_memory_bytes"]
+    assert peaks[True] < 0.75 * peaks[False], peaks

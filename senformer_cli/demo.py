@@ -79,6 +79,7 @@ class DemoPlan:
     test_sequences: int | None  # None: the whole test split
     eval_batch_size: int
     profile_lengths: tuple[int, ...]
+    profile_component: str  # "attention" (one layer) or "model"
     profile_steps: int
     profile_warmup: int
     profile_max_memory: str | None
@@ -94,11 +95,17 @@ class DemoPlan:
 
 
 def plan_for(quick: bool = False, seed: int = 0) -> DemoPlan:
-    """The demo's budget. Default: about 10 minutes on 2 quiet CPU cores; quick: about 2.
+    """The demo's budget. Default: about 10 minutes on 2 quiet CPU cores; quick: a smoke run.
 
-    Default: the tiny model at its own 32,768-bp input, human and mouse batches alternating, the
-    whole 32-record test split. Quick: a 16,384-bp input (the records' centre), human only, a few
-    steps: a smoke run of every step whose numbers mean little.
+    Both train the tiny width at a 16,384-bp input (the synthetic records' centre: 128 bins, the
+    whole input), with the tiny recipe of `senformer train` and a shorter budget. Default: human
+    and mouse batches alternating, 300 steps of batch 4, the whole 32-record test split. Quick:
+    human only, 8 steps: every step runs, and the numbers mean little.
+
+    The profile measures one attention layer of the tiny width (forward and backward) at input
+    lengths up to 1 Mb, under a memory limit low enough that full attention's quadratic memory
+    stops fitting while sparse attention's linear memory does not; whole-model rows at the
+    tiny width are dominated by the convolutions (`senformer profile` measures those).
     """
     if seed < 0:
         raise SenformerError(f"--seed {seed}: must be a non-negative integer")
@@ -109,17 +116,17 @@ def plan_for(quick: bool = False, seed: int = 0) -> DemoPlan:
                    "eval_sequences": 4, "eval_batch_size": 4, "checkpoint_every": 8,
                    "log_every": 2, "seed": seed},
             test_sequences=8, eval_batch_size=4,
-            profile_lengths=(8_192, 16_384), profile_steps=1, profile_warmup=1,
-            profile_max_memory=None,
+            profile_lengths=(16_384, 1_048_576), profile_component="attention",
+            profile_steps=1, profile_warmup=1, profile_max_memory="1GB",
             rf_positions=3, rf_repeats=4, rf_batch_size=4)
     return DemoPlan(
-        quick=False, seed=seed, sequence_length=32_768, organisms=("human", "mouse"),
-        train={"steps": 240, "eval_every": 60, "eval_sequences": 16, "checkpoint_every": 60,
-               "log_every": 10, "seed": seed},
+        quick=False, seed=seed, sequence_length=16_384, organisms=("human", "mouse"),
+        train={"steps": 300, "batch_size": 4, "eval_every": 60, "eval_sequences": 16,
+               "checkpoint_every": 60, "log_every": 10, "seed": seed},
         test_sequences=None, eval_batch_size=4,
-        profile_lengths=(32_768, 65_536, 131_072), profile_steps=2, profile_warmup=1,
-        profile_max_memory=None,
-        rf_positions=9, rf_repeats=16, rf_batch_size=4)
+        profile_lengths=(32_768, 131_072, 524_288, 1_048_576), profile_component="attention",
+        profile_steps=2, profile_warmup=1, profile_max_memory="2GB",
+        rf_positions=9, rf_repeats=8, rf_batch_size=4)
 
 
 # ==================================================================== results
@@ -326,10 +333,11 @@ def _train_step(attention: str, plan: DemoPlan, data_root: Path, runs_root: Path
 
 def profile_models(out_dir: Path, plan: DemoPlan,
                    progress: Callable[[float, float | None], None]) -> dict[str, Any]:
-    """`senformer profile` for the demo: peak memory and step time of the tiny Enformer and
-    S-Enformer (training steps) at the plan's input lengths, each in a fresh process. The one
-    place the demo calls the profiler (issue 9); returns the profile result and writes
-    profile.csv, profile.json and profile.png to `out_dir`."""
+    """`senformer profile` for the demo: peak memory and time of a training step of the tiny
+    Enformer and S-Enformer (or of one attention layer of each) at the plan's input lengths, each
+    in a fresh process, under the plan's memory limit. The one place the demo calls the profiler
+    (issue 9); returns the profile result and writes profile.csv, profile.json and profile.png to
+    `out_dir`."""
     try:
         from senformer_cli import profiling
     except ImportError:
@@ -337,7 +345,8 @@ def profile_models(out_dir: Path, plan: DemoPlan,
                                  ) from None
     request = profiling.make_request(
         preset=PRESET, lengths=",".join(str(length) for length in plan.profile_lengths),
-        attention="full,sparse", mode="train", steps=plan.profile_steps,
+        attention="full,sparse", mode="train", component=plan.profile_component,
+        steps=plan.profile_steps,
         warmup=plan.profile_warmup, max_memory=plan.profile_max_memory)
     result = profiling.profile(request, progress=lambda done, total, label: progress(done, total))
     profiling.write_outputs(result, out_dir, overwrite=True)

@@ -34,6 +34,7 @@ RF_COLUMNS = ("model", "position_bp", "where", "peak_effect", "peak_bin", "reach
               "reached_bins_outside_conv_reach", "farthest_reached_bp", "mean_inside_conv_reach",
               "mean_outside_conv_reach", "noise_floor")
 TRAINING_METRICS = ("loss", "valid_mean_r", "steps_per_s")
+DISPLAY_NAMES = {"full": "Enformer", "sparse": "S-Enformer"}
 
 
 # ==================================================================== helpers
@@ -144,7 +145,13 @@ def _profile(steps_dir: Path) -> tuple[pd.DataFrame | None, dict[str, Any] | Non
     if not path.is_file():
         return None, None
     result = json.loads(path.read_text())
-    rows = [{column: row.get(column) for column in PROFILE_COLUMNS} for row in result["rows"]]
+    # The profiler names the models by preset (enformer, s-enformer); the report by attention.
+    names = {row["model"]: DISPLAY_NAMES.get(row["attention"], row["model"])
+             for row in result["rows"]}
+    rows = [{**{column: row.get(column) for column in PROFILE_COLUMNS},
+             "model": names[row["model"]]} for row in result["rows"]]
+    result["longest_fitting"] = {names.get(model, model): length
+                                 for model, length in (result.get("longest_fitting") or {}).items()}
     return pd.DataFrame(rows, columns=list(PROFILE_COLUMNS)), result
 
 
@@ -212,6 +219,7 @@ def write_report(result, data_root: Path) -> dict[str, Any]:
                        "num_sequences": compare_summary.get("num_sequences"),
                        "rows": _records(comparison)},
         "profile": ({"available": True, "base": profile.get("base"), "mode": profile.get("mode"),
+                     "component": profile.get("component"),
                      "max_memory_bytes": profile.get("max_memory_bytes"),
                      "longest_fitting": profile.get("longest_fitting"),
                      "rows": _records(profile_table)} if profile is not None else
@@ -325,10 +333,14 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
     if profile.get("available"):
         limit = profile.get("max_memory_bytes")
         longest = profile.get("longest_fitting") or {}
+        what = (f"one attention layer of the tiny width (forward and backward at L / 128 "
+                f"tokens, as `senformer profile --component attention`)"
+                if profile.get("component") == "attention" else
+                f"one {profile.get('mode', 'train')} step of the whole tiny model")
         blocks.append(("p", (
-            f"One {profile.get('mode', 'train')} step of each model at each input length, in a "
-            f"fresh process (peak resident memory above the process baseline; median step time). "
-            f"Longest input that fits"
+            f"Peak memory and time of {what} at each input length, each in a fresh process (peak "
+            f"resident memory above the process baseline; median step time). A row whose "
+            f"estimated peak is over the limit is skipped, not run. Longest input that fits"
             f"{' in ' + _bytes(limit) if limit else ''}: "
             + "; ".join(f"{model} {_fmt(length)} bp" if length else f"{model}: none"
                         for model, length in longest.items()) + ".")))

@@ -446,7 +446,7 @@ def run_demo(out: Path | str = DEFAULT_OUT, *, quick: bool = False, seed: int = 
             root = ensure_synthetic(seed)
             context["data"] = root
             return ("reused" if existed else "made",
-                    f"{root} ({'made earlier' if existed else 'written now'}; shared with "
+                    f"{display_path(root)} ({'made earlier' if existed else 'written now'}; shared with "
                     "`senformer train`)", str(root))
 
         run_step(1, "data", data_body)
@@ -536,6 +536,13 @@ def run_demo(out: Path | str = DEFAULT_OUT, *, quick: bool = False, seed: int = 
 
 
 # ==================================================================== one-line descriptions
+def display_path(path: Path | str) -> str:
+    """`path` with the home directory written as ~ (for lines a person reads)."""
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home):] if home != "/" and (text == home or text.startswith(home + "/")) \
+        else text
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 

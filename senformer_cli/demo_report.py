@@ -263,6 +263,8 @@ def write_report(result, data_root: Path) -> dict[str, Any]:
 def _blocks(summary: dict[str, Any], result) -> list[tuple]:
     """The report as blocks: ("h1"|"h2"|"p", text), ("table", headers, rows),
     ("figure", path, caption), ("links", [(text, href)])."""
+    from senformer_cli.demo import display_path
+
     plan = result.plan
     machine = summary["machine"]
     made = sum(s["seconds_when_made"] or 0.0 for s in summary["steps"])
@@ -281,7 +283,7 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
         f"field." + (" This is the --quick run: a few training steps, so the numbers show the "
                      "pipeline, not what the models can learn." if plan.quick else ""))))
     blocks.append(("p", (
-        f"Data: `{summary['data']}`. Machine: {machine.get('cpu_count')} CPUs"
+        f"Data: `{display_path(summary['data'])}`. Machine: {machine.get('cpu_count')} CPUs"
         f"{' (' + machine['cpu_model'] + ')' if machine.get('cpu_model') else ''}"
         f"{', load average ' + ' / '.join(f'{x:.1f}' for x in load) if load else ''}; "
         f"TensorFlow {machine.get('tensorflow', '?')}. Wall time of this invocation "

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--attention", nargs="+", default=["full", "sparse"])
     parser.add_argument("--positions", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--head", default="human")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--default-run", action="store_true",

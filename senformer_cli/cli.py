@@ -198,9 +198,13 @@ def evaluate_command(
     organism's test split: the Enformer paper's metric."""
     from senformer_cli import report
     from senformer_cli.config import parse_overrides
+    from senformer_cli.defaults import pretrained_inputs_missing
     from senformer_cli.evaluation import evaluate
 
     values = parse_overrides(overrides or [])
+    missing = pretrained_inputs_missing(model, data, genome, weights)
+    if missing:
+        raise SenformerError(missing)
     with report.evaluation_progress(enabled=not as_json) as progress:
         result = evaluate(model, data, overrides=values, weights=weights, out=out,
                           overwrite=overwrite, split=split, head=head, genome=genome,
@@ -237,12 +241,20 @@ def compare_command(
 ) -> None:
     """How two models' per-sequence accuracies relate, per track type: mean r of A and B, B - A,
     the correlation between their per-sequence values, % of sequences where B >= A and a paired
-    Wilcoxon test. Each model reads the records at its own input length."""
+    Wilcoxon test. Each model reads the records at its own input length. With no models:
+    runs/tiny-full (Enformer) vs runs/tiny (S-Enformer) on the synthetic data, training whichever
+    is missing first."""
     from senformer_cli import report
     from senformer_cli.config import parse_overrides
     from senformer_cli.evaluation import compare
 
     values = parse_overrides(overrides or [])
+    if a is None and b is None and not results:
+        from senformer_cli.defaults import default_pair
+
+        with report.TrainProgress(enabled=not as_json) as train_progress:
+            pair = default_pair(data, genome, notify=report.notice, progress=train_progress.update)
+        a, b, data, genome = pair.a, pair.b, pair.data, pair.genome
     with report.evaluation_progress(enabled=not as_json and not results) as progress:
         result = compare(a, b, data, results=results, overrides=values, weights=weights, out=out,
                          overwrite=overwrite, progress=progress, split=split, head=head,
@@ -504,7 +516,44 @@ def receptive_field_command(
 
 
 # ---------------------------------------------------------------- demo (issue 11)
-# (commands of this section go here)
+@app.command("demo")
+@user_errors
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", metavar="DIR",
+                             help="Where the runs, each step's output and the report go. Running "
+                             "again with the same DIR reuses the finished steps."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="A smoke run of every step in about 2 minutes (a few training "
+                               "steps at 16,384 bp, human only): the numbers mean little."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data set, both models' weights, "
+                             "training and the receptive-field sequences."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Delete DIR and start over (needed when DIR holds other "
+                                   "files or a demo made with other options)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The whole S-Enformer study on the built-in synthetic data, end to end: make the data, train
+    the tiny Enformer (full attention) and S-Enformer (sparse) with the same seed and budget,
+    evaluate both on the test split, compare them, profile memory and time over input lengths,
+    and measure the receptive field; then print a summary and write DIR/report.html (one
+    self-contained page), DIR/report.md, tables (CSV, JSON) and plots (PNG). About 10 minutes on
+    2 CPU cores; --quick about 2."""
+    from senformer_cli import report
+    from senformer_cli.demo import run_demo
+
+    try:
+        with report.DemoProgress(enabled=not as_json) as progress:
+            result = run_demo(out, quick=quick, seed=seed, overwrite=overwrite,
+                              events=progress.event, progress=progress.update)
+    except KeyboardInterrupt:
+        report.error(f"interrupted; run the same command again to continue from the finished "
+                     f"steps ({out}/demo.json)")
+        raise typer.Exit(code=130) from None
+    summary = result.to_dict()
+    report.print_json(summary) if as_json else report.demo_summary(summary)
+    if result.status != "completed":
+        report.error(result.message)
+        raise typer.Exit(code=130 if result.status == "interrupted" else 1)
 
 
 def main() -> None:

@@ -435,7 +435,8 @@ class ModelMeasurement:
             "farthest_reached_bin": farthest,
             "farthest_reached_bp": float(distance[farthest]) if farthest is not None else None,
             "theoretical_bins": int(field_.bins.sum()),
-            "max_effect_outside_theoretical_field": float(outside_theory.max()) if len(outside_theory) else 0.0,
+            "max_effect_outside_theoretical_field": (float(outside_theory.max())
+                                                     if len(outside_theory) else 0.0),
         }
 
     def summary(self, with_effects: bool = True) -> dict[str, Any]:

@@ -140,7 +140,8 @@ from typing import Callable, Iterator  # noqa: E402
 
 
 def _r(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    """A correlation for a table: "-" for None and NaN."""
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _p_value(value: Any) -> str:
@@ -362,10 +363,6 @@ class TrainProgress:
                               rate=f"{rate:.2f} steps/s" if rate else "compiling", eta=eta)
 
 
-def _r(value: Any) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
-
-
 def train_result(result: dict[str, Any]) -> None:
     """The best and the final validation of a training run, per head and track type."""
     from senformer_cli.data.targets import TRACK_TYPE_LABELS, TRACK_TYPES
@@ -389,8 +386,8 @@ def train_result(result: dict[str, Any]) -> None:
             if kind not in final["heads"][head] and kind not in best["heads"].get(head, {}):
                 continue
             table.add_row(TRACK_TYPE_LABELS.get(kind, kind),
-                          _r(best["heads"].get(head, {}).get(kind)),
-                          _r(final["heads"][head].get(kind)),
+                          _r(best["heads"].get(head, {}).get(kind), 3),
+                          _r(final["heads"][head].get(kind), 3),
                           style="bold" if kind == "all" else None)
         console.print(table)
     checkpoint = result.get("best_checkpoint")
@@ -554,4 +551,144 @@ def receptive_field(summary: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- demo (issue 11)
-# (renderers of this section go here)
+_DEMO_STATUS = {"made": "green", "reused": "cyan", "resumed": "yellow", "skipped": "magenta",
+                "interrupted": "red", "failed": "red"}
+
+
+class DemoProgress:
+    """`senformer demo` on stderr: one line per finished step (made, reused, resumed, skipped:
+    always printed) and a progress bar within the running step (only on a terminal, not with
+    --json)."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.bar = enabled and err_console.is_terminal
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                                  transient=True, disable=not self.bar)
+        self._task = None
+
+    def __enter__(self) -> "DemoProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def event(self, event: dict[str, Any]) -> None:
+        where = f"[{event['index']}/{event['total']}]"
+        if event["event"] == "start":
+            if self.bar:
+                if self._task is not None:
+                    self._progress.remove_task(self._task)
+                self._task = self._progress.add_task(f"{where} {event['label']}", total=None)
+            return
+        colour = _DEMO_STATUS.get(event["status"], "white")
+        line = (f"{where} {event['label']}: [{colour}]{event['status']}[/]"
+                f" in {event['seconds']:.0f} s - {event['detail']}")
+        (self._progress.console if self.bar else err_console).print(line, highlight=False,
+                                                                    soft_wrap=True)
+
+    def update(self, step: str, done: float, total: float | None) -> None:
+        if self.bar and self._task is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+
+def _demo_bytes(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e9:.2f} GB" if value >= 1e9 else f"{value / 1e6:.0f} MB"
+
+
+def demo_summary(summary: dict[str, Any]) -> None:
+    """The end of `senformer demo`: accuracy and comparison, memory/time with the longest input
+    each model fits, the receptive field's reach, and where the report is."""
+    from rich import box
+
+    from senformer_cli.data.targets import TRACK_TYPE_LABELS
+
+    if summary["status"] != "completed":
+        console.print(f"[bold]demo {summary['status']}[/] after {summary['seconds']:.0f} s; "
+                      f"finished steps are kept in {summary['out']}", highlight=False)
+        return
+    counts: dict[str, int] = {}
+    for step in summary["steps"]:
+        counts[step["status"]] = counts.get(step["status"], 0) + 1
+    plan = summary["plan"]
+    console.print(f"[bold]{summary['title']}[/]{' (--quick)' if plan['quick'] else ''}, seed "
+                  f"{plan['seed']}: {summary['seconds']:.0f} s; steps "
+                  + ", ".join(f"{n} {status}" for status, n in counts.items()), highlight=False)
+    for name, model in summary["models"].items():
+        best = model.get("best_valid_mean_r")
+        console.print(f"  {name}: {model['attention']} attention, {model['steps']:,} steps of "
+                      f"batch {model['batch_size']} at {model['sequence_length']:,} bp"
+                      + (f", {model['steps_per_s']:.2f} steps/s" if model.get("steps_per_s")
+                         else "")
+                      + (f"; best validation mean r {best:.3f} (step {model['best_step']})"
+                         if best is not None else ""), highlight=False)
+
+    comparison = summary["comparison"]
+    table = Table(title=f"test split, {comparison['num_sequences']} sequences: mean Pearson r "
+                  f"per track type, and {comparison['b']} vs {comparison['a']} per sequence",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("track type", comparison["a"], comparison["b"], "B - A", "r(A,B)", "B >= A",
+                   "p"):
+        table.add_column(column, justify="left" if column == "track type" else "right")
+    for row in comparison["rows"]:
+        difference = row["difference"]
+        table.add_row(TRACK_TYPE_LABELS.get(row["track_type"], "all tracks"),
+                      _r(row["mean_r_a"]), _r(row["mean_r_b"]),
+                      "-" if difference is None else f"{difference:+.3f}", _r(row["r_between"]),
+                      "-" if row["percent_b_ge_a"] is None else f"{row['percent_b_ge_a']:.0f}%",
+                      _p_value(row["wilcoxon_p"]),
+                      style="bold" if row["track_type"] == "all" else None)
+    table.caption = ("A, B: mean over tracks of each track's r over all (sequence, bin) pairs; "
+                     "r(A,B): Pearson r of the two models' per-sequence r; B >= A: % of sequences "
+                     "where B's is at least A's; p: paired Wilcoxon")
+    console.print(table)
+
+    profile = summary["profile"]
+    if profile.get("available"):
+        table = Table(title=f"memory and time: one {profile.get('mode', 'train')} step, batch 1, "
+                      "fresh process per row", title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("model", "input bp", "s/step", "peak memory", "time ratio",
+                       "memory ratio", "status"):
+            table.add_column(column, justify="left" if column in ("model", "status") else "right")
+        for row in profile["rows"]:
+            table.add_row(row["model"], _fmt_int(row["sequence_length_bp"]),
+                          "-" if row["seconds_per_step"] is None else f"{row['seconds_per_step']:.3f}",
+                          _demo_bytes(row["peak_memory_bytes"]),
+                          "-" if row["time_ratio"] is None else f"{row['time_ratio']:.2f}",
+                          "-" if row["memory_ratio"] is None else f"{row['memory_ratio']:.2f}",
+                          row["status"] or "-")
+        limit = profile.get("max_memory_bytes")
+        table.caption = ("longest input that fits" + (f" in {_demo_bytes(limit)}" if limit else "")
+                         + ": " + "; ".join(
+                             f"{model} {_fmt_int(length)} bp" if length else f"{model} none"
+                             for model, length in (profile.get("longest_fitting") or {}).items()))
+        console.print(table)
+    else:
+        console.print(f"memory and time: not measured ({profile.get('note')})", highlight=False)
+
+    rf = summary["receptive_field"]
+    table = Table(title=f"receptive field: one base changed at {len(rf['settings']['positions'])} "
+                  f"positions x {rf['settings']['repeats']} sequences", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for column in ("model", "farthest reach", "bins reached", "beyond conv tower", "noise floor"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model in rf["models"]:
+        far = model["farthest_reached_bp"]
+        table.add_row(model["name"] if "name" in model else model["model"],
+                      "-" if far is None else f"{far:,.0f} bp",
+                      f"{model['mean_reached_bins']:.1f} / {model['target_length']}",
+                      f"{model['mean_reached_bins_outside_conv_reach']:.1f}",
+                      f"{model['noise_floor']:.1g}")
+    table.caption = ("farthest reach: bp from the changed base to the farthest bin above the "
+                     "noise floor; bins reached, beyond conv tower: mean over positions")
+    console.print(table)
+    files = summary["files"]
+    console.print(f"report: {summary['out']}/{files['report_html']} (open in a browser), "
+                  f"{summary['out']}/{files['report_md']}; tables in {summary['out']}/tables/, "
+                  f"plots in {summary['out']}/figures/", highlight=False)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import math
 import os
@@ -485,24 +486,52 @@ def forward(model, inputs, head: str, trainable: str, seed):
     return model.heads[head](embedding, is_training=True)
 
 
+def create_variables(model) -> None:
+    """Create the model's variables: small models by one eager call on zeros (seconds), larger
+    ones by tracing a call without autograph (nothing is computed)."""
+    import tensorflow as tf
+
+    config = model.config
+    if config.channels * config.sequence_length <= 96 * 65_536:
+        model(tf.zeros([1, config.sequence_length, 4]), is_training=False)
+    else:
+        spec = tf.TensorSpec([1, config.sequence_length, 4], tf.float32)
+        tf.function(lambda x: model(x, is_training=False), autograph=False
+                    ).get_concrete_function(spec)
+
+
+def variables_by_path(model) -> dict[str, Any]:
+    """Every variable of a module keyed by its attribute path (`_trunk/_layers/0/...`).
+
+    Not by name: Sonnet gives a conv block's two moving averages the same variable names
+    (`exponential_moving_average/average`), while their paths differ (`moving_mean`,
+    `moving_variance`). Two models of the same architecture have the same paths.
+    """
+    import tensorflow as tf
+
+    pairs = model._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)
+    return {"/".join(str(part) for part in path): variable for path, variable in pairs}
+
+
 def copy_weights(source, target, skip_heads: Sequence[str] = ()) -> list[str]:
-    """Assign `source`'s variables to `target`'s of the same name (instance prefix ignored).
+    """Assign `source`'s variables to `target`'s at the same attribute path.
 
     Heads in `skip_heads` keep their fresh initialisation; target variables the source lacks (e.g.
-    the random-block tables when sparse attention replaces full) keep theirs. Returns the names of
-    target variables that were not copied. A shape mismatch is a SenformerError.
+    the random-block tables when sparse attention replaces full) keep theirs. Returns the paths of
+    target variables that were not copied. A shape mismatch is a SenformerError naming the
+    variable and both shapes.
     """
-    by_name = {_relative_name(v): v for v in source.variables}
+    sources = variables_by_path(source)
     untouched = []
-    for variable in target.variables:
-        name = _relative_name(variable)
-        if any(name.startswith(f"heads/head_{h}/") for h in skip_heads) or name not in by_name:
-            untouched.append(name)
+    for path, variable in variables_by_path(target).items():
+        if any(path.startswith(f"_heads/{h}/") for h in skip_heads) or path not in sources:
+            untouched.append(path)
             continue
-        value = by_name[name]
+        value = sources[path]
         if tuple(value.shape) != tuple(variable.shape):
-            raise SenformerError(f"--init-from: variable {name} has shape {tuple(value.shape)} in "
-                                 f"the initial model but {tuple(variable.shape)} here")
+            raise SenformerError(f"--init-from: variable {_relative_name(variable)} has shape "
+                                 f"{tuple(value.shape)} in the initial model but "
+                                 f"{tuple(variable.shape)} here")
         variable.assign(value)
     return untouched
 
@@ -523,36 +552,18 @@ class Validation:
         return {"step": step, "valid_mean_r": self.mean_r, "heads": self.heads}
 
 
-class _Predictor:
-    """The in-memory model for validation: one compiled inference function, reused every time
-    (not retraced at each validation); other attributes are the model's."""
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        self._model = model
-        self._predict = tf.function(lambda x: model(x, is_training=False))
-
-    def __call__(self, inputs, is_training: bool = False):
-        if is_training:
-            return self._model(inputs, is_training=True)
-        return self._predict(inputs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
-
-
-def validate(predict, config: ModelConfig, train: TrainConfig, evaluate: Callable | None = None
+def validate(model, config: ModelConfig, train: TrainConfig, evaluate: Callable | None = None
              ) -> Validation:
     """Mean r per track type of each trained head on its valid split (up to `eval_sequences`),
-    with the evaluate command's metric (`senformer_cli.evaluation.evaluate_model`)."""
+    with the evaluate command's metric (`senformer_cli.evaluation.evaluate_model`, which keeps
+    one compiled inference function per model, so validations after the first do not retrace)."""
     from senformer_cli.data.targets import TRACK_TYPES
 
     if evaluate is None:
         from senformer_cli.evaluation import evaluate_model as evaluate
     heads = {}
     for head, data_dir in train.data.items():
-        result = evaluate(predict, config, Path(data_dir), split="valid", head=head,
+        result = evaluate(model, config, Path(data_dir), split="valid", head=head,
                           genome=train.genomes.get(head), max_sequences=train.eval_sequences,
                           batch_size=train.eval_batch_size)
         summary = result.summary
@@ -671,8 +682,9 @@ def train(request: TrainRequest, *, progress: Callable[[dict[str, Any]], None] |
           evaluate: Callable | None = None) -> TrainResult:
     """`senformer train`: plan the run (nothing written on a user error), then train it.
 
-    progress(state) is called after every step and around validations with a dict: phase
-    ("train" | "validate"), step, steps, loss, learning_rate, steps_per_s. notify(line) gets the
+    progress(state) is called after every step and before validations with a dict: phase
+    ("train" | "validate"), step, steps, start, and after a step head, loss, learning_rate,
+    steps_per_s. notify(line) gets the
     one-line notices (synthetic data, new heads, initial weights, resumed step).
     """
     plan = plan_run(request, ensure_data=ensure_data)
@@ -699,7 +711,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     from senformer_cli.data import load_dataset
     from senformer_cli.data.basenji import split_files
-    from senformer_cli.model import build_model, build_variables
+    from senformer_cli.model import build_model
 
     progress = progress or (lambda state: None)
     notify = notify or (lambda line: None)
@@ -714,6 +726,10 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
     heads = list(train.data)
     if not heads:
         raise SenformerError("no training data: give --data DIR")
+    # Sonnet's initialisers draw from TensorFlow's global generator, and tf.data's seeded shuffles
+    # combine their seed with the global one: seeding it first makes the initial weights and the
+    # data order functions of --seed alone, whatever ran before in this process.
+    tf.random.set_seed(train.seed)
     for head, data_dir in train.data.items():
         split_files(data_dir, "valid")  # validation needs the valid split: fail before training
     data = load_dataset(train.data, "train", config, batch_size=train.batch_size, seed=train.seed,
@@ -723,7 +739,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     with strategy.scope():
         model = build_model(config)
-        build_variables(model)
+        create_variables(model)
         if plan.initial is not None:
             copy_weights(plan.initial.model, model, skip_heads=plan.new_heads)
         per_head = {head: trainable_variables(model, train.trainable, head, plan.new_heads)
@@ -768,7 +784,6 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     step_functions = {head: _step_function(strategy, model, optimizer, per_head[head], head, train)
                       for head in heads}
-    predictor = _Predictor(model)
 
     status, message = "completed", ""
     durations: list[float] = []
@@ -803,7 +818,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
             window["grad_norm"].append(norm)
             rate = len(durations) / sum(durations) if durations else None
             progress({"phase": "train", "step": done, "steps": train.steps, "start": start,
-                      "loss": loss, "learning_rate": learning_rate, "steps_per_s": rate})
+                      "head": head, "loss": loss, "learning_rate": learning_rate, "steps_per_s": rate})
             row: dict[str, Any] = {}
             if done % train.log_every == 0:
                 secs = window["seconds"]
@@ -813,7 +828,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
                 window = {"loss": [], "grad_norm": [], "seconds": []}
             if done % train.eval_every == 0 or done == train.steps:
                 progress({"phase": "validate", "step": done, "steps": train.steps, "start": start})
-                validation = validate(predictor, config, train, evaluate)
+                validation = validate(model, config, train, evaluate)
                 row.update(validation_row(validation))
                 if validation.mean_r > float(best_value.numpy()):
                     best_value.assign(validation.mean_r)
@@ -884,9 +899,11 @@ def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
         return total_loss, norm, finite
 
     if train.jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
+        replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
 
-    @tf.function
+    # No autograph: the model's loops are explicit tf.while_loops, and converting every Sonnet
+    # module makes tracing several times slower.
+    @functools.partial(tf.function, autograph=False)
     def step(iterator, step_index, learning_rate):
         batches = [next(iterator) for _ in range(micro_batches)]
         results = strategy.run(replica_step, args=(batches, step_index, learning_rate))

@@ -44,7 +44,8 @@ def pair_run_dirs(root: Path = RUNS_ROOT) -> dict[str, Path]:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "config.json").is_file() and (run_dir / "checkpoints" / "checkpoint").is_file()
+    return ((run_dir / "config.json").is_file()
+            and (run_dir / "checkpoints" / "checkpoint").is_file())
 
 
 def default_pair(data: Path | None = None, genome: Path | None = None, *,
@@ -95,7 +96,7 @@ def default_pair(data: Path | None = None, genome: Path | None = None, *,
                        Path(genome) if genome is not None else None, trained)
 
 
-# ---------------------------------------------------------------- evaluate --model enformer-pretrained
+# ------------------------------------------------------- evaluate --model enformer-pretrained
 BASENJI_DATA = "gs://basenji_barnyard/data"
 GENOME_URLS = {"human": "https://storage.googleapis.com/basenji_barnyard2/hg38.ml.fa.gz",
                "mouse": "https://storage.googleapis.com/basenji_barnyard2/mm10.ml.fa.gz"}
@@ -123,7 +124,8 @@ def pretrained_inputs_missing(spec: str, data: Path | None, genome: Path | None,
                   for label, folder in pretrained_locations(weights) if folder is not None]
         unset = [label for label, folder in pretrained_locations(weights)
                  if folder is None and label.startswith("$")]
-        lines.append(f"  weights: the published Enformer checkpoint ({', '.join(PRETRAINED_FILES)}) "
+        files = ", ".join(PRETRAINED_FILES)
+        lines.append(f"  weights: the published Enformer checkpoint ({files}) "
                      f"is not in {', '.join(looked)}"
                      + (f" ({', '.join(unset)} unset)" if unset else "")
                      + f"; get it (about 1 GB): gsutil -m cp '{PRETRAINED_URL}' "

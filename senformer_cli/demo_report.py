@@ -1,7 +1,8 @@
 """The demo's report folder, written from the steps' outputs (nothing is recomputed here).
 
     OUT/report.md             the study as a page: tables, and the plots linked and embedded
-    OUT/report.html           the same, self-contained (plots inline as base64 PNG, no external assets)
+    OUT/report.html           the same, self-contained (plots inline as base64 PNG, nothing
+                              fetched from elsewhere)
     OUT/summary.json          every number of the report (what `senformer demo --json` prints)
     OUT/tables/<name>.csv     tidy tables (and <name>.json: the same rows as a list of records):
                               accuracy, comparison, profile, receptive_field, training, steps
@@ -369,7 +370,7 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
     blocks.append(("table", ["model", "theoretical field", "noise floor", "farthest reach bp",
                              "bins reached (mean)", "beyond the conv tower (mean)"],
                    [[m["model"], m["theoretical_receptive_field"], f"{m['noise_floor']:.2g}",
-                     "-" if m["farthest_reached_bp"] is None else f"{m['farthest_reached_bp']:,.0f}",
+                     _bp(m["farthest_reached_bp"]),
                      f"{_fmt(m['mean_reached_bins'], 1)} / {m['target_length']}",
                      _fmt(m["mean_reached_bins_outside_conv_reach"], 1)] for m in rf["models"]]))
     blocks.append(("figure", summary["files"]["figures"].get("receptive_field"),
@@ -386,6 +387,10 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
               for name, m in info.items()]
     blocks.append(("links", links))
     return blocks
+
+
+def _bp(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _p(value: Any) -> str:

@@ -330,7 +330,8 @@ def test_bare_compare_trains_only_the_missing_run(cache, tmp_path, monkeypatch):
     pair = default_pair(root=tmp_path / "runs", notify=lines.append)
     assert len(requests) == 1
     assert requests[0].preset == "tiny" and requests[0].model_overrides == {"attention": "full"}
-    assert pair.a == str(tmp_path / "runs" / "tiny-full") and pair.b == str(tmp_path / "runs" / "tiny")
+    runs = tmp_path / "runs"
+    assert (pair.a, pair.b) == (str(runs / "tiny-full"), str(runs / "tiny"))
     assert pair.trained == [str(tmp_path / "runs" / "tiny-full")]
     assert pair.data == cache / "synthetic-tiny-seed0" / "human"
     assert len(lines) == 1 and "training" in lines[0] and "--set attention=full" in lines[0]

@@ -198,9 +198,13 @@ def evaluate_command(
     organism's test split: the Enformer paper's metric."""
     from senformer_cli import report
     from senformer_cli.config import parse_overrides
+    from senformer_cli.defaults import pretrained_inputs_missing
     from senformer_cli.evaluation import evaluate
 
     values = parse_overrides(overrides or [])
+    missing = pretrained_inputs_missing(model, data, genome, weights)
+    if missing:
+        raise SenformerError(missing)
     with report.evaluation_progress(enabled=not as_json) as progress:
         result = evaluate(model, data, overrides=values, weights=weights, out=out,
                           overwrite=overwrite, split=split, head=head, genome=genome,
@@ -237,12 +241,20 @@ def compare_command(
 ) -> None:
     """How two models' per-sequence accuracies relate, per track type: mean r of A and B, B - A,
     the correlation between their per-sequence values, % of sequences where B >= A and a paired
-    Wilcoxon test. Each model reads the records at its own input length."""
+    Wilcoxon test. Each model reads the records at its own input length. With no models:
+    runs/tiny-full (Enformer) vs runs/tiny (S-Enformer) on the synthetic data, training whichever
+    is missing first."""
     from senformer_cli import report
     from senformer_cli.config import parse_overrides
     from senformer_cli.evaluation import compare
 
     values = parse_overrides(overrides or [])
+    if a is None and b is None and not results:
+        from senformer_cli.defaults import default_pair
+
+        with report.TrainProgress(enabled=not as_json) as train_progress:
+            pair = default_pair(data, genome, notify=report.notice, progress=train_progress.update)
+        a, b, data, genome = pair.a, pair.b, pair.data, pair.genome
     with report.evaluation_progress(enabled=not as_json and not results) as progress:
         result = compare(a, b, data, results=results, overrides=values, weights=weights, out=out,
                          overwrite=overwrite, progress=progress, split=split, head=head,

@@ -2,13 +2,13 @@
 
 Each step is the library call of its subcommand (there is no second implementation):
 
-    data              data.synthetic.ensure_synthetic(seed)             senformer data synth
-    train-enformer    training.train(TrainRequest(attention=full))       senformer train --set attention=full
-    train-s-enformer  training.train(TrainRequest(tiny: sparse))         senformer train
-    evaluate-*        evaluation.evaluate(RUN, data/human, out=...)      senformer evaluate
-    compare           evaluation.compare_results + write_comparison      senformer compare --results
-    profile           profiling (issue 9), behind `profile_models`       senformer profile
-    receptive-field   receptive_field.receptive_field + write_outputs    senformer receptive-field
+    data              data.synthetic.ensure_synthetic      senformer data synth
+    train-enformer    training (plan_run, run_plan)         senformer train --set attention=full
+    train-s-enformer  training (plan_run, run_plan)         senformer train
+    evaluate-*        evaluation.evaluate(RUN, ...)         senformer evaluate
+    compare           evaluation.compare_results + write    senformer compare --results
+    profile           profiling, behind `profile_models`    senformer profile
+    receptive-field   receptive_field + write_outputs       senformer receptive-field
 
 Both models are the `tiny` width with the same seed, recipe and budget; only the attention
 differs (full: Enformer, `OUT/runs/tiny-full`; BigBird block-sparse: S-Enformer, `OUT/runs/tiny`).
@@ -79,6 +79,7 @@ class DemoPlan:
     test_sequences: int | None  # None: the whole test split
     eval_batch_size: int
     profile_lengths: tuple[int, ...]
+    profile_component: str  # "attention" (one layer) or "model"
     profile_steps: int
     profile_warmup: int
     profile_max_memory: str | None
@@ -94,11 +95,18 @@ class DemoPlan:
 
 
 def plan_for(quick: bool = False, seed: int = 0) -> DemoPlan:
-    """The demo's budget. Default: about 10 minutes on 2 quiet CPU cores; quick: about 2.
+    """The demo's budget. Default: about 10 minutes on 2 quiet CPU cores; quick: a smoke run.
 
-    Default: the tiny model at its own 32,768-bp input, human and mouse batches alternating, the
-    whole 32-record test split. Quick: a 16,384-bp input (the records' centre), human only, a few
-    steps: a smoke run of every step whose numbers mean little.
+    Both train the tiny width at a 16,384-bp input (the synthetic records' centre: 128 bins, the
+    whole input) on the human data only (the head evaluated, compared and measured), with the
+    tiny recipe of `senformer train` (learning rate, warm-up, clipping, batch) and a shorter
+    budget. Default: 300 steps, the whole 32-record test split. Quick: 8 steps of batch 2: every
+    step runs, and the numbers mean little.
+
+    The profile measures one attention layer of the tiny width (forward and backward) at input
+    lengths up to 1 Mb, under a memory limit low enough that full attention's quadratic memory
+    stops fitting while sparse attention's linear memory does not; whole-model rows at the
+    tiny width are dominated by the convolutions (`senformer profile` measures those).
     """
     if seed < 0:
         raise SenformerError(f"--seed {seed}: must be a non-negative integer")
@@ -109,17 +117,17 @@ def plan_for(quick: bool = False, seed: int = 0) -> DemoPlan:
                    "eval_sequences": 4, "eval_batch_size": 4, "checkpoint_every": 8,
                    "log_every": 2, "seed": seed},
             test_sequences=8, eval_batch_size=4,
-            profile_lengths=(8_192, 16_384), profile_steps=1, profile_warmup=1,
-            profile_max_memory=None,
+            profile_lengths=(16_384, 1_048_576), profile_component="attention",
+            profile_steps=1, profile_warmup=1, profile_max_memory="1GB",
             rf_positions=3, rf_repeats=4, rf_batch_size=4)
     return DemoPlan(
-        quick=False, seed=seed, sequence_length=32_768, organisms=("human", "mouse"),
-        train={"steps": 240, "eval_every": 60, "eval_sequences": 16, "checkpoint_every": 60,
+        quick=False, seed=seed, sequence_length=16_384, organisms=("human",),
+        train={"steps": 300, "eval_every": 60, "eval_sequences": 16, "checkpoint_every": 60,
                "log_every": 10, "seed": seed},
         test_sequences=None, eval_batch_size=4,
-        profile_lengths=(32_768, 65_536, 131_072), profile_steps=2, profile_warmup=1,
-        profile_max_memory=None,
-        rf_positions=9, rf_repeats=16, rf_batch_size=4)
+        profile_lengths=(32_768, 131_072, 524_288, 1_048_576), profile_component="attention",
+        profile_steps=2, profile_warmup=1, profile_max_memory="2GB",
+        rf_positions=9, rf_repeats=8, rf_batch_size=4)
 
 
 # ==================================================================== results
@@ -261,6 +269,18 @@ def latest_checkpoint_step(run_dir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def train_action(saved: dict[str, Any] | None, wanted: dict[str, Any], latest_step: int | None,
+                 steps: int) -> str:
+    """What to do with a model's run directory: "reuse" (trained to `steps` with the wanted
+    model and training configs), "resume" (the same configs, an earlier checkpoint) or "train"
+    (from the start, replacing whatever is there)."""
+    if saved is None or latest_step is None:
+        return "train"
+    if any(saved.get(key) != value for key, value in wanted.items()):
+        return "train"
+    return "reuse" if latest_step >= steps else "resume"
+
+
 def train_request(attention: str, plan: DemoPlan, data_root: Path, runs_root: Path):
     """The `senformer train` request of one model of the pair (tiny width, the plan's budget)."""
     from senformer_cli.training import TrainRequest
@@ -290,15 +310,15 @@ def _train_step(attention: str, plan: DemoPlan, data_root: Path, runs_root: Path
             saved = json.loads((run_dir / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             saved = None
-    same = saved is not None and {k: saved.get(k) for k in wanted} == wanted
-    done = latest_checkpoint_step(run_dir) if same else None
+    done = latest_checkpoint_step(run_dir)
+    action = train_action(saved, wanted, done, steps)
 
     def on_progress(state: dict[str, Any]) -> None:
         progress(state["step"], state["steps"])
 
-    if done is not None and done >= steps:
+    if action == "reuse":
         return "reused", f"{run_dir}: already trained ({done} steps)", run_dir
-    if done is not None:
+    if action == "resume":
         resumed = plan_run(replace(request, out=run_dir, resume=True, train_overrides={}))
         result = run_plan(resumed, progress=on_progress)
         status, detail = "resumed", f"{run_dir}: resumed at step {done}, trained to {result.step}"
@@ -314,11 +334,24 @@ def _train_step(attention: str, plan: DemoPlan, data_root: Path, runs_root: Path
 
 def profile_models(out_dir: Path, plan: DemoPlan,
                    progress: Callable[[float, float | None], None]) -> dict[str, Any]:
-    """`senformer profile` for the demo: peak memory and step time of the tiny Enformer and
-    S-Enformer (training steps) at the plan's input lengths, each in a fresh process. The one
-    place the demo calls the profiler (issue 9); returns the profile result and writes
-    profile.csv, profile.json and profile.png to `out_dir`."""
-    raise ProfileUnavailable("`senformer profile` (issue 9) is not in this build yet")
+    """`senformer profile` for the demo: peak memory and time of a training step of the tiny
+    Enformer and S-Enformer (or of one attention layer of each) at the plan's input lengths, each
+    in a fresh process, under the plan's memory limit. The one place the demo calls the profiler
+    (issue 9); returns the profile result and writes profile.csv, profile.json and profile.png to
+    `out_dir`."""
+    try:
+        from senformer_cli import profiling
+    except ImportError:
+        raise ProfileUnavailable("`senformer profile` (issue 9) is not in this build yet"
+                                 ) from None
+    request = profiling.make_request(
+        preset=PRESET, lengths=",".join(str(length) for length in plan.profile_lengths),
+        attention="full,sparse", mode="train", component=plan.profile_component,
+        steps=plan.profile_steps,
+        warmup=plan.profile_warmup, max_memory=plan.profile_max_memory)
+    result = profiling.profile(request, progress=lambda done, total, label: progress(done, total))
+    profiling.write_outputs(result, out_dir, overwrite=True)
+    return result
 
 
 def _evaluate_step(name: str, run_dir: Path, plan: DemoPlan, data_root: Path, out_dir: Path,
@@ -413,9 +446,9 @@ def run_demo(out: Path | str = DEFAULT_OUT, *, quick: bool = False, seed: int = 
             existed = (cache_dir() / f"synthetic-tiny-seed{seed}" / "ground_truth.json").is_file()
             root = ensure_synthetic(seed)
             context["data"] = root
+            how = "made earlier" if existed else "written now"
             return ("reused" if existed else "made",
-                    f"{root} ({'made earlier' if existed else 'written now'}; shared with "
-                    "`senformer train`)", str(root))
+                    f"{display_path(root)} ({how}; shared with `senformer train`)", str(root))
 
         run_step(1, "data", data_body)
         data_root: Path = context["data"]
@@ -465,8 +498,10 @@ def run_demo(out: Path | str = DEFAULT_OUT, *, quick: bool = False, seed: int = 
             write_comparison(result, compare_dir, overwrite=True)
             return "made", _compare_line(result.summary), str(compare_dir)
 
-        run_step(6, "compare", compare_body, compare_dir / "compare.json",
-                 lambda: f"{compare_dir} ({_compare_line(_read_json(compare_dir / 'compare.json'))})")
+        def compare_reuse():
+            return f"{compare_dir} ({_compare_line(_read_json(compare_dir / 'compare.json'))})"
+
+        run_step(6, "compare", compare_body, compare_dir / "compare.json", compare_reuse)
 
         # 7. Memory and time.
         profile_dir = steps_dir / "profile"
@@ -478,8 +513,10 @@ def run_demo(out: Path | str = DEFAULT_OUT, *, quick: bool = False, seed: int = 
                 return "skipped", str(error), None
             return "made", _profile_line(result), str(profile_dir)
 
-        run_step(7, "profile", profile_body, profile_dir / "profile.json",
-                 lambda: f"{profile_dir} ({_profile_line(_read_json(profile_dir / 'profile.json'))})")
+        def profile_reuse():
+            return f"{profile_dir} ({_profile_line(_read_json(profile_dir / 'profile.json'))})"
+
+        run_step(7, "profile", profile_body, profile_dir / "profile.json", profile_reuse)
 
         # 8. Receptive field.
         rf_dir = steps_dir / "receptive-field"
@@ -504,6 +541,13 @@ def run_demo(out: Path | str = DEFAULT_OUT, *, quick: bool = False, seed: int = 
 
 
 # ==================================================================== one-line descriptions
+def display_path(path: Path | str) -> str:
+    """`path` with the home directory written as ~ (for lines a person reads)."""
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home):] if home != "/" and (text == home or text.startswith(home + "/")) \
+        else text
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 

@@ -1,7 +1,8 @@
 """The demo's report folder, written from the steps' outputs (nothing is recomputed here).
 
     OUT/report.md             the study as a page: tables, and the plots linked and embedded
-    OUT/report.html           the same, self-contained (plots inline as base64 PNG, no external assets)
+    OUT/report.html           the same, self-contained (plots inline as base64 PNG, nothing
+                              fetched from elsewhere)
     OUT/summary.json          every number of the report (what `senformer demo --json` prints)
     OUT/tables/<name>.csv     tidy tables (and <name>.json: the same rows as a list of records):
                               accuracy, comparison, profile, receptive_field, training, steps
@@ -34,6 +35,7 @@ RF_COLUMNS = ("model", "position_bp", "where", "peak_effect", "peak_bin", "reach
               "reached_bins_outside_conv_reach", "farthest_reached_bp", "mean_inside_conv_reach",
               "mean_outside_conv_reach", "noise_floor")
 TRAINING_METRICS = ("loss", "valid_mean_r", "steps_per_s")
+DISPLAY_NAMES = {"full": "Enformer", "sparse": "S-Enformer"}
 
 
 # ==================================================================== helpers
@@ -144,7 +146,13 @@ def _profile(steps_dir: Path) -> tuple[pd.DataFrame | None, dict[str, Any] | Non
     if not path.is_file():
         return None, None
     result = json.loads(path.read_text())
-    rows = [{column: row.get(column) for column in PROFILE_COLUMNS} for row in result["rows"]]
+    # The profiler names the models by preset (enformer, s-enformer); the report by attention.
+    names = {row["model"]: DISPLAY_NAMES.get(row["attention"], row["model"])
+             for row in result["rows"]}
+    rows = [{**{column: row.get(column) for column in PROFILE_COLUMNS},
+             "model": names[row["model"]]} for row in result["rows"]]
+    result["longest_fitting"] = {names.get(model, model): length
+                                 for model, length in (result.get("longest_fitting") or {}).items()}
     return pd.DataFrame(rows, columns=list(PROFILE_COLUMNS)), result
 
 
@@ -212,6 +220,7 @@ def write_report(result, data_root: Path) -> dict[str, Any]:
                        "num_sequences": compare_summary.get("num_sequences"),
                        "rows": _records(comparison)},
         "profile": ({"available": True, "base": profile.get("base"), "mode": profile.get("mode"),
+                     "component": profile.get("component"),
                      "max_memory_bytes": profile.get("max_memory_bytes"),
                      "longest_fitting": profile.get("longest_fitting"),
                      "rows": _records(profile_table)} if profile is not None else
@@ -255,6 +264,8 @@ def write_report(result, data_root: Path) -> dict[str, Any]:
 def _blocks(summary: dict[str, Any], result) -> list[tuple]:
     """The report as blocks: ("h1"|"h2"|"p", text), ("table", headers, rows),
     ("figure", path, caption), ("links", [(text, href)])."""
+    from senformer_cli.demo import display_path
+
     plan = result.plan
     machine = summary["machine"]
     made = sum(s["seconds_when_made"] or 0.0 for s in summary["steps"])
@@ -273,7 +284,7 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
         f"field." + (" This is the --quick run: a few training steps, so the numbers show the "
                      "pipeline, not what the models can learn." if plan.quick else ""))))
     blocks.append(("p", (
-        f"Data: `{summary['data']}`. Machine: {machine.get('cpu_count')} CPUs"
+        f"Data: `{display_path(summary['data'])}`. Machine: {machine.get('cpu_count')} CPUs"
         f"{' (' + machine['cpu_model'] + ')' if machine.get('cpu_model') else ''}"
         f"{', load average ' + ' / '.join(f'{x:.1f}' for x in load) if load else ''}; "
         f"TensorFlow {machine.get('tensorflow', '?')}. Wall time of this invocation "
@@ -325,10 +336,14 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
     if profile.get("available"):
         limit = profile.get("max_memory_bytes")
         longest = profile.get("longest_fitting") or {}
+        what = (f"one attention layer of the tiny width (forward and backward at L / 128 "
+                f"tokens, as `senformer profile --component attention`)"
+                if profile.get("component") == "attention" else
+                f"one {profile.get('mode', 'train')} step of the whole tiny model")
         blocks.append(("p", (
-            f"One {profile.get('mode', 'train')} step of each model at each input length, in a "
-            f"fresh process (peak resident memory above the process baseline; median step time). "
-            f"Longest input that fits"
+            f"Peak memory and time of {what} at each input length, each in a fresh process (peak "
+            f"resident memory above the process baseline; median step time). A row whose "
+            f"estimated peak is over the limit is skipped, not run. Longest input that fits"
             f"{' in ' + _bytes(limit) if limit else ''}: "
             + "; ".join(f"{model} {_fmt(length)} bp" if length else f"{model}: none"
                         for model, length in longest.items()) + ".")))
@@ -355,7 +370,7 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
     blocks.append(("table", ["model", "theoretical field", "noise floor", "farthest reach bp",
                              "bins reached (mean)", "beyond the conv tower (mean)"],
                    [[m["model"], m["theoretical_receptive_field"], f"{m['noise_floor']:.2g}",
-                     "-" if m["farthest_reached_bp"] is None else f"{m['farthest_reached_bp']:,.0f}",
+                     _bp(m["farthest_reached_bp"]),
                      f"{_fmt(m['mean_reached_bins'], 1)} / {m['target_length']}",
                      _fmt(m["mean_reached_bins_outside_conv_reach"], 1)] for m in rf["models"]]))
     blocks.append(("figure", summary["files"]["figures"].get("receptive_field"),
@@ -372,6 +387,10 @@ def _blocks(summary: dict[str, Any], result) -> list[tuple]:
               for name, m in info.items()]
     blocks.append(("links", links))
     return blocks
+
+
+def _bp(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _p(value: Any) -> str:

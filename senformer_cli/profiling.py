@@ -168,74 +168,83 @@ def parameter_count(config: ModelConfig) -> int:
     return total
 
 
+# Memory of each block of the trunk, in float32 numbers, measured on this machine's TensorFlow CPU
+# build with its BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true reports the peak bytes of live
+# tensors) on the tiny width and twice that width, which agree to 8%: the stem's forward and
+# backward pass alone peaks at 11.6 copies of its [L, C/2] output, a conv tower block at 11 times
+# (input length x (input + output channels)); a forward pass at 4.8 copies of the stem's. Of what
+# a block holds at its peak, 45% stays alive for the backward pass when nothing is recomputed
+# (that reproduces the whole training step, 23-25 copies, and the issue's full-width s-enformer
+# step at 196,608 bp, 23 GB). The transformer's share is counted from its tensors.
+STEM_COST, TOWER_COST, STEM_LIVE, TOWER_LIVE, KEPT_FRACTION = 11.6, 11.0, 4.8, 2.4, 0.45
+
+
 def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
-    """The blocks the trunk runs, in order, with the float counts that matter for memory:
-    `kept` = activations a block keeps for its backward pass, `live` = its largest working set
-    in a forward pass, `output` = its output (a checkpoint under recompute)."""
+    """The blocks the trunk runs, in order, with float counts: `cost` = the peak of the block's
+    forward and backward pass alone, `kept` = what it keeps for the backward pass, `live` = its
+    peak in a forward pass, `output` = its output (a checkpoint under recompute)."""
     length = config.sequence_length * batch
     half = config.channels // 2
-    attention_pool = config.pooling == "attention"
-    # Stem: conv(15) out; pointwise conv block (batch norm out, sigmoid, GELU, conv out, sum);
-    # pooling (logits, softmax, product with attention pooling; the input for max pooling).
-    stem_kept = length * half * (1 + 4 + 1 + (3 if attention_pool else 1))
-    stages = [{"name": "stem", "kept": stem_kept, "live": 4 * length * half,
-               "output": length // 2 * half}]
+    stem = STEM_COST * length * half
+    stages = [{"name": "stem", "cost": stem, "kept": KEPT_FRACTION * stem,
+               "live": STEM_LIVE * length * half, "output": length // 2 * half}]
     previous, position = half, length // 2
     for i, filters in enumerate(config.conv_tower_filters):
-        kept = position * (3 * previous + filters * (1 + 4 + 1 + (3 if attention_pool else 1)))
-        stages.append({"name": f"conv_tower_block_{i}", "kept": kept,
-                       "live": position * (2 * previous + 2 * filters),
+        cost = TOWER_COST * position * (previous + filters)
+        stages.append({"name": f"conv_tower_block_{i}", "cost": cost, "kept": KEPT_FRACTION * cost,
+                       "live": TOWER_LIVE * position * (previous + filters),
                        "output": position // 2 * filters})
         previous, position = filters, position // 2
     tokens, c, h = config.num_tokens * batch, config.channels, config.num_heads
     if config.attention == "full":
-        # [H, T, T] tensors: softmax weights kept (+ dropout mask and dropped weights in training);
-        # content, relative (2T - 1 wide), skewed and summed logits live at once in a forward pass.
-        scores_kept, scores_live = 2.0 * h * config.num_tokens * tokens, 5.0 * h * config.num_tokens * tokens
+        # [H, T, T]: softmax weights, dropout mask and dropped weights kept; the logits (content,
+        # 2T-1 wide relative, skewed, summed) and their gradients on top in the backward pass.
+        scores = h * config.num_tokens * tokens
+        scores_kept, scores_cost, scores_live = 3 * scores, 9 * scores, 5 * scores
     else:
         keys = (config.window_blocks + 2 * config.num_global_blocks + config.num_random_blocks)
-        per_query = keys * config.block_size
-        scores_kept, scores_live = 4.0 * h * tokens * per_query, 4.0 * h * tokens * per_query
-    transformer_kept = tokens * (2 * c + 3 * h * config.key_size + 3 * c + 2 * c + 2 * c + 6 * c
-                                 + 3 * c) + scores_kept
+        scores = h * tokens * keys * config.block_size  # gathered keys and values alike
+        scores_kept, scores_cost, scores_live = 6 * scores, 10 * scores, 6 * scores
     for i in range(config.num_transformer_layers):
-        stages.append({"name": f"transformer_block_{i}", "kept": transformer_kept,
-                       "live": tokens * 4 * c + scores_live, "output": tokens * c})
+        stages.append({"name": f"transformer_block_{i}", "cost": 60 * tokens * c + scores_cost,
+                       "kept": 40 * tokens * c + scores_kept, "live": 8 * tokens * c + scores_live,
+                       "output": tokens * c})
     target = config.target_length * batch
-    stages.append({"name": "final_pointwise", "kept": target * (3 * c + 5 * 2 * c),
-                   "live": target * (c + 3 * 2 * c), "output": target * 2 * c})
+    stages.append({"name": "final_pointwise", "cost": 30 * target * c, "kept": 16 * target * c,
+                   "live": 8 * target * c, "output": target * 2 * c})
     return stages
 
 
-# Calibration (see README "Profiling"): bytes = PER_FLOAT x floats x scale + overhead, fitted
-# against tiny / 192-channel measurements on this machine's TensorFlow CPU build.
-ACTIVATION_SCALE = {"train": 1.0, "predict": 1.0}
-GRADIENT_TRANSIENT = 3.0  # a backward pass also holds ~3 gradient tensors of the largest activation
-OVERHEAD_BYTES = 150e6  # graph, executor and allocator slack above the baseline
+# Resident memory above the tensors: TensorFlow's graphs and executor, and what the C library's
+# allocator keeps of freed buffers (tiny-width runs: 0.3-0.5 GB).
+OVERHEAD_BYTES = 400e6
+TENSOR_MARGIN = 1.0
 
 
 def estimate_peak_bytes(config: ModelConfig, mode: str = "train", batch_size: int = 1,
                         precision: str = "fp32", component: str = "model") -> float:
-    """Predicted peak memory above the baseline (same definition as the measurement)."""
+    """Predicted peak memory above the baseline (the measurement's definition), in bytes.
+
+    Weights: float32 (bf16 halves the activations only). Train: weights, gradients, two Adam
+    slots and the clipped gradients; activations kept for the backward pass plus the largest
+    block's transient, or under recompute the block outputs plus the largest block's whole
+    forward and backward pass.
+    """
     per_float = 2 if precision == "bf16" else 4
     if component == "attention":
         return _estimate_attention_bytes(config, mode, batch_size, per_float)
     stages = _stages(config, batch_size)
     params = parameter_count(config)
     if mode == "predict":
-        activations = max(stage["live"] for stage in stages) * per_float
-        return params * 4 + activations * ACTIVATION_SCALE["predict"] + OVERHEAD_BYTES
-    # Weights, gradients, two Adam slots and the clipped gradients, float32 (master weights).
-    weights = params * 4 * 5
-    if config.recompute:
+        tensors = params * 4 + max(stage["live"] for stage in stages) * per_float
+    elif config.recompute:
         checkpoints = sum(stage["output"] for stage in stages) + config.sequence_length * batch_size * 4
-        worst = max(stage["kept"] + GRADIENT_TRANSIENT * stage["live"] / 2 for stage in stages)
-        activations = (checkpoints + worst) * per_float
+        tensors = params * 4 * 5 + (checkpoints + max(stage["cost"] for stage in stages)) * per_float
     else:
         kept = sum(stage["kept"] for stage in stages)
-        worst = max(GRADIENT_TRANSIENT * stage["live"] / 2 for stage in stages)
-        activations = (kept + worst) * per_float
-    return weights + activations * ACTIVATION_SCALE["train"] + OVERHEAD_BYTES
+        transient = max(stage["cost"] - stage["kept"] for stage in stages)
+        tensors = params * 4 * 5 + (kept + transient) * per_float
+    return TENSOR_MARGIN * tensors + OVERHEAD_BYTES
 
 
 # One full attention layer, forward + backward, holds about this many [H, T, T] float32 tensors at

@@ -651,8 +651,10 @@ def demo_summary(summary: dict[str, Any]) -> None:
 
     profile = summary["profile"]
     if profile.get("available"):
-        table = Table(title=f"memory and time: one {profile.get('mode', 'train')} step, batch 1, "
-                      "fresh process per row", title_justify="left", box=box.SIMPLE_HEAD)
+        what = ("one attention layer (forward + backward)" if profile.get("component") ==
+                "attention" else f"one {profile.get('mode', 'train')} step of the model")
+        table = Table(title=f"memory and time: {what}, batch 1, a fresh process per row",
+                      title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("model", "input bp", "s/step", "peak memory", "time ratio",
                        "memory ratio", "status"):
             table.add_column(column, justify="left" if column in ("model", "status") else "right")

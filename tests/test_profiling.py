@@ -177,7 +177,7 @@ def test_configuration_over_the_limit_is_a_row_and_is_not_run(tmp_path):
     for row in document["rows"]:
         assert row["status"] == "skipped"
         assert row["estimated_peak_bytes"] > 100e6
-        assert row["reason"].startswith("skipped: estimated ") and "> limit 100 MB" in row["reason"]
+        assert row["reason"].startswith("skipped: estimated ") and "> limit 0.10 GB" in row["reason"]
         assert "peak_memory_bytes" not in row and "device" not in row  # no child ran
     assert document["longest_fitting"] == {"enformer": None, "s-enformer": None}
 

@@ -240,7 +240,6 @@ def test_compare_results_statistics_equal_numpy_and_scipy(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    ([], "compare needs two models"),
     (["tiny"], "compare needs two models"),
     (["--results", "NOPE_A", "NOPE_B"], "NOPE_A: no such evaluate --out folder"),
     (["--results", "A", "B", "--out", "full"], "--out full: directory is not empty"),

@@ -523,8 +523,9 @@ def demo_command(
                              help="Where the runs, each step's output and the report go. Running "
                              "again with the same DIR reuses the finished steps."),
     quick: bool = typer.Option(False, "--quick",
-                               help="A smoke run of every step in about 2 minutes (a few training "
-                               "steps at 16,384 bp, human only): the numbers mean little."),
+                               help="A smoke run of every step (8 training steps, 8 test "
+                               "sequences, 2 profile lengths, 3 mutation positions): the numbers "
+                               "mean little."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data set, both models' weights, "
                              "training and the receptive-field sequences."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -537,7 +538,7 @@ def demo_command(
     evaluate both on the test split, compare them, profile memory and time over input lengths,
     and measure the receptive field; then print a summary and write DIR/report.html (one
     self-contained page), DIR/report.md, tables (CSV, JSON) and plots (PNG). About 10 minutes on
-    2 CPU cores; --quick about 2."""
+    2 CPU cores; --quick a few."""
     from senformer_cli import report
     from senformer_cli.demo import run_demo
 

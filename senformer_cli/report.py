@@ -602,6 +602,9 @@ def _demo_bytes(value: Any) -> str:
     return f"{value / 1e9:.2f} GB" if value >= 1e9 else f"{value / 1e6:.0f} MB"
 
 
+_console = console
+
+
 def demo_summary(summary: dict[str, Any]) -> None:
     """The end of `senformer demo`: accuracy and comparison, memory/time with the longest input
     each model fits, the receptive field's reach, and where the report is."""
@@ -609,6 +612,8 @@ def demo_summary(summary: dict[str, Any]) -> None:
 
     from senformer_cli.data.targets import TRACK_TYPE_LABELS
 
+    # Never squeeze the tables: at least 100 columns, also when stdout is a pipe (80).
+    console = _console if _console.width >= 100 else Console(width=100, highlight=False)
     if summary["status"] != "completed":
         console.print(f"[bold]demo {summary['status']}[/] after {summary['seconds']:.0f} s; "
                       f"finished steps are kept in {summary['out']}", highlight=False)
@@ -620,14 +625,20 @@ def demo_summary(summary: dict[str, Any]) -> None:
     console.print(f"[bold]{summary['title']}[/]{' (--quick)' if plan['quick'] else ''}, seed "
                   f"{plan['seed']}: {summary['seconds']:.0f} s; steps "
                   + ", ".join(f"{n} {status}" for status, n in counts.items()), highlight=False)
+    first = next(iter(summary["models"].values()))
+    table = Table(title=f"training: the tiny width at {first['sequence_length']:,} bp, "
+                  f"{' and '.join(first['organisms'])}, batch {first['batch_size']}, learning rate "
+                  f"{first['learning_rate']:g}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("model", "attention", "steps", "steps/s", "final loss",
+                   "best valid mean r (step)"):
+        table.add_column(column, justify="left" if column in ("model", "attention") else "right")
     for name, model in summary["models"].items():
         best = model.get("best_valid_mean_r")
-        console.print(f"  {name}: {model['attention']} attention, {model['steps']:,} steps of "
-                      f"batch {model['batch_size']} at {model['sequence_length']:,} bp"
-                      + (f", {model['steps_per_s']:.2f} steps/s" if model.get("steps_per_s")
-                         else "")
-                      + (f"; best validation mean r {best:.3f} (step {model['best_step']})"
-                         if best is not None else ""), highlight=False)
+        table.add_row(name, model["attention"], _fmt_int(model["steps"]),
+                      "-" if model.get("steps_per_s") is None else f"{model['steps_per_s']:.2f}",
+                      "-" if model.get("final_loss") is None else f"{model['final_loss']:.4f}",
+                      "-" if best is None else f"{best:.3f} ({model['best_step']:,})")
+    console.print(table)
 
     comparison = summary["comparison"]
     table = Table(title=f"test split, {comparison['num_sequences']} sequences: mean Pearson r "
@@ -639,8 +650,9 @@ def demo_summary(summary: dict[str, Any]) -> None:
     for row in comparison["rows"]:
         difference = row["difference"]
         table.add_row(TRACK_TYPE_LABELS.get(row["track_type"], "all tracks"),
-                      _r(row["mean_r_a"]), _r(row["mean_r_b"]),
-                      "-" if difference is None else f"{difference:+.3f}", _r(row["r_between"]),
+                      _r(row["mean_r_a"], 3), _r(row["mean_r_b"], 3),
+                      "-" if difference is None else f"{difference:+.3f}",
+                      _r(row["r_between"], 3),
                       "-" if row["percent_b_ge_a"] is None else f"{row['percent_b_ge_a']:.0f}%",
                       _p_value(row["wilcoxon_p"]),
                       style="bold" if row["track_type"] == "all" else None)

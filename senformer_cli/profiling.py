@@ -528,8 +528,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result["build_seconds"] = time.perf_counter() - build_start - sum(warmup_seconds)
         result["warmup_seconds"] = warmup_seconds
         allocator_stats = _allocator_stats_available(tf)
+        allocator_device = "GPU:0" if gpus else "CPU:0"
         if allocator_stats:
-            tf.config.experimental.reset_memory_stats(device)
+            tf.config.experimental.reset_memory_stats(allocator_device)
         if not gpus:
             result["warmup_peak_bytes"] = _status_bytes("VmHWM") - baseline
             result["peak_reset"] = _reset_peak_rss()
@@ -545,7 +546,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result.update(status="out of memory", reason=str(error.message).splitlines()[0][:300])
         return result
     if allocator_stats:
-        result["allocator_peak_bytes"] = int(tf.config.experimental.get_memory_info(device)["peak"])
+        result["allocator_peak_bytes"] = int(
+            tf.config.experimental.get_memory_info(allocator_device)["peak"])
     if gpus:
         result["peak_memory_bytes"] = result["allocator_peak_bytes"]
     else:

@@ -196,7 +196,7 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
             share = min(1.0, (tile + 2 * halo) * batch / positions)
         io = positions * channels_in * 2 + positions // 2 * filters * 3 if share < 1 else 0
         cost = cost_per * share + io
-        return {"name": name, "cost": cost, "kept": KEPT_FRACTION * cost,
+        return {"name": name, "cost": cost, "kept": KEPT_FRACTION * cost, "tiled": share < 1,
                 "live": live_per * share + io / 2, "output": positions // 2 * filters}
 
     stages = [conv_stage("stem", length, 4, half, STEM_COST * length * half,
@@ -249,13 +249,16 @@ def estimate_peak_bytes(config: ModelConfig, mode: str = "train", batch_size: in
     params = parameter_count(config)
     if mode == "predict":
         tensors = params * 4 + max(stage["live"] for stage in stages) * per_float
-    elif config.recompute or config.tile_length:
-        checkpoints = sum(stage["output"] for stage in stages) + config.sequence_length * batch_size * 4
-        tensors = params * 4 * 5 + (checkpoints + max(stage["cost"] for stage in stages)) * per_float
     else:
-        kept = sum(stage["kept"] for stage in stages)
-        transient = max(stage["cost"] - stage["kept"] for stage in stages)
-        tensors = params * 4 * 5 + (kept + transient) * per_float
+        # A recomputed (or tiled) block keeps its output for the backward pass and peaks at its
+        # whole forward and backward pass; any other keeps its activations.
+        recomputed = [config.recompute or stage.get("tiled", False) for stage in stages]
+        kept = sum(stage["output"] if again else stage["kept"]
+                   for stage, again in zip(stages, recomputed))
+        transient = max(stage["cost"] if again else stage["cost"] - stage["kept"]
+                        for stage, again in zip(stages, recomputed))
+        inputs = config.sequence_length * batch_size * 4
+        tensors = params * 4 * 5 + (inputs + kept + transient) * per_float
     return TENSOR_MARGIN * tensors + OVERHEAD_BYTES
 
 
@@ -267,7 +270,8 @@ FULL_LOGIT_COPIES = 9.0
 
 def _estimate_attention_bytes(config: ModelConfig, mode: str, batch: int, per_float: int) -> float:
     tokens, c, h = config.num_tokens, config.channels, config.num_heads
-    projections = batch * tokens * (2 * c + 3 * h * config.key_size + 2 * c) * (2 if mode == "train" else 1)
+    passes = 2 if mode == "train" else 1
+    projections = batch * tokens * (2 * c + 3 * h * config.key_size + 2 * c) * passes
     weights = (2 * c * h * config.key_size + 2 * c * c + config.relative_position_features * h
                * config.key_size) * 4 * (2 if mode == "train" else 1)
     copies = FULL_LOGIT_COPIES if mode == "train" else 4.0

@@ -57,6 +57,11 @@ class ModelConfig:
     # final pointwise block are recomputed in the backward pass instead of keeping their
     # activations (same results, less memory, about one more forward pass of time).
     recompute: bool = False
+    # Exact tiling of the stem and the conv tower (0 = off): a block whose input is longer than
+    # this many positions runs over 2, 4, 8, ... equal tiles at most this long, each with a halo
+    # as wide as its convolution, and recomputes them in the backward pass (the same results; the
+    # memory of one tile instead of the whole sequence).
+    tile_length: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -122,6 +127,9 @@ class ModelConfig:
             bad("mask_padding", "must be true or false")
         if not isinstance(self.recompute, bool):
             bad("recompute", "must be true or false")
+        if (not isinstance(self.tile_length, int) or isinstance(self.tile_length, bool)
+                or self.tile_length < 0 or self.tile_length % 2):
+            bad("tile_length", "must be 0 (off) or a positive even number of positions")
         if self.pooling not in POOLING_TYPES:
             bad("pooling", f"must be one of {', '.join(POOLING_TYPES)}")
         if self.attention not in ATTENTION_TYPES:
@@ -150,6 +158,13 @@ class ModelConfig:
         for head, tracks in self.heads.items():
             if not isinstance(tracks, int) or isinstance(tracks, bool) or tracks < 1:
                 bad("heads", f"head '{head}' needs a positive integer number of tracks")
+        if self.tile_length:
+            for block in range(self.num_conv_tower_blocks + 1):
+                positions = self.sequence_length >> block  # the stem's, then each block's input
+                tiles = num_tiles(positions, self.tile_length)
+                if positions % (2 * tiles):
+                    bad("tile_length", f"{positions:,} positions (conv block {block}'s input) do "
+                        f"not split into {tiles} equal tiles of an even length")
         if self.attention == "sparse":
             unit = self.bin_size * self.block_size
             if self.sequence_length % unit:
@@ -209,6 +224,15 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+def num_tiles(positions: int, tile_length: int) -> int:
+    """Tiles a conv block of `positions` input positions runs over with `tile_length`: the
+    smallest power of two that makes them at most `tile_length` long (1: not tiled)."""
+    tiles = 1
+    while tile_length and positions > tiles * tile_length:
+        tiles *= 2
+    return tiles
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, Any]:

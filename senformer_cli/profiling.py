@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from senformer_cli.config import ATTENTION_TYPES, ModelConfig
+from senformer_cli.config import ATTENTION_TYPES, ModelConfig, num_tiles
 from senformer_cli.errors import SenformerError
 
 MODES = ("train", "predict")
@@ -102,7 +102,7 @@ def parse_attention_kinds(text: str) -> list[str]:
 
 
 def format_bytes(value: float) -> str:
-    return f"{value / 1e9:.2f} GB" if value >= 1e8 else f"{value / 1e6:.0f} MB"
+    return f"{value / 1e9:.2f} GB" if value >= 1e9 else f"{value / 1e6:.0f} MB"
 
 
 # ============================================================================= configurations
@@ -185,15 +185,27 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
     peak in a forward pass, `output` = its output (a checkpoint under recompute)."""
     length = config.sequence_length * batch
     half = config.channels // 2
-    stem = STEM_COST * length * half
-    stages = [{"name": "stem", "cost": stem, "kept": KEPT_FRACTION * stem,
-               "live": STEM_LIVE * length * half, "output": length // 2 * half}]
+
+    def conv_stage(name: str, positions: int, channels_in: int, filters: int, cost_per: float,
+                   live_per: float, halo: int) -> dict[str, float]:
+        share = 1.0
+        if config.tile_length and positions // batch > config.tile_length:
+            # Tiled: one tile (with its halo) at a time, plus whole-length input, input gradient,
+            # output gradient and the output (built from the tiles' pieces, and stacked once).
+            tile = positions // batch // num_tiles(positions // batch, config.tile_length)
+            share = min(1.0, (tile + 2 * halo) * batch / positions)
+        io = positions * channels_in * 2 + positions // 2 * filters * 3 if share < 1 else 0
+        cost = cost_per * share + io
+        return {"name": name, "cost": cost, "kept": KEPT_FRACTION * cost, "tiled": share < 1,
+                "live": live_per * share + io / 2, "output": positions // 2 * filters}
+
+    stages = [conv_stage("stem", length, 4, half, STEM_COST * length * half,
+                         STEM_LIVE * length * half, 8)]
     previous, position = half, length // 2
     for i, filters in enumerate(config.conv_tower_filters):
-        cost = TOWER_COST * position * (previous + filters)
-        stages.append({"name": f"conv_tower_block_{i}", "cost": cost, "kept": KEPT_FRACTION * cost,
-                       "live": TOWER_LIVE * position * (previous + filters),
-                       "output": position // 2 * filters})
+        stages.append(conv_stage(f"conv_tower_block_{i}", position, previous, filters,
+                                 TOWER_COST * position * (previous + filters),
+                                 TOWER_LIVE * position * (previous + filters), 2))
         previous, position = filters, position // 2
     tokens, c, h = config.num_tokens * batch, config.channels, config.num_heads
     if config.attention == "full":
@@ -237,13 +249,16 @@ def estimate_peak_bytes(config: ModelConfig, mode: str = "train", batch_size: in
     params = parameter_count(config)
     if mode == "predict":
         tensors = params * 4 + max(stage["live"] for stage in stages) * per_float
-    elif config.recompute:
-        checkpoints = sum(stage["output"] for stage in stages) + config.sequence_length * batch_size * 4
-        tensors = params * 4 * 5 + (checkpoints + max(stage["cost"] for stage in stages)) * per_float
     else:
-        kept = sum(stage["kept"] for stage in stages)
-        transient = max(stage["cost"] - stage["kept"] for stage in stages)
-        tensors = params * 4 * 5 + (kept + transient) * per_float
+        # A recomputed (or tiled) block keeps its output for the backward pass and peaks at its
+        # whole forward and backward pass; any other keeps its activations.
+        recomputed = [config.recompute or stage.get("tiled", False) for stage in stages]
+        kept = sum(stage["output"] if again else stage["kept"]
+                   for stage, again in zip(stages, recomputed))
+        transient = max(stage["cost"] if again else stage["cost"] - stage["kept"]
+                        for stage, again in zip(stages, recomputed))
+        inputs = config.sequence_length * batch_size * 4
+        tensors = params * 4 * 5 + (inputs + kept + transient) * per_float
     return TENSOR_MARGIN * tensors + OVERHEAD_BYTES
 
 
@@ -255,7 +270,8 @@ FULL_LOGIT_COPIES = 9.0
 
 def _estimate_attention_bytes(config: ModelConfig, mode: str, batch: int, per_float: int) -> float:
     tokens, c, h = config.num_tokens, config.channels, config.num_heads
-    projections = batch * tokens * (2 * c + 3 * h * config.key_size + 2 * c) * (2 if mode == "train" else 1)
+    passes = 2 if mode == "train" else 1
+    projections = batch * tokens * (2 * c + 3 * h * config.key_size + 2 * c) * passes
     weights = (2 * c * h * config.key_size + 2 * c * c + config.relative_position_features * h
                * config.key_size) * 4 * (2 if mode == "train" else 1)
     copies = FULL_LOGIT_COPIES if mode == "train" else 4.0
@@ -360,6 +376,39 @@ def create_variables(tf, model) -> None:
         tf.function(lambda x: model(x, is_training=False), autograph=False).get_concrete_function(spec)
 
 
+def published_model(tf, directory: str, config: ModelConfig):
+    """DeepMind's published `enformer.py` (a local copy in `directory`, beside its
+    attention_module.py; not part of this project) with `config`'s width, variables created.
+
+    Its `is_training` routing inspects signatures, which current Sonnet hides behind a
+    (*args, **kwargs) wrapper, so no Sequential or Residual would get `is_training`; it is
+    replaced by the equivalent test on the module's class.
+    """
+    import sonnet as snt
+
+    sys.path.insert(0, str(Path(directory).resolve()))
+    import attention_module  # noqa: F401  (the published package's own module)
+    import enformer as published
+
+    expected = ModelConfig.from_preset("enformer", channels=config.channels,
+                                       num_transformer_layers=config.num_transformer_layers,
+                                       num_heads=config.num_heads, pooling=config.pooling,
+                                       sequence_length=config.sequence_length)
+    if config.replace(recompute=False, tile_length=0) != expected:
+        raise SenformerError("the published model has only channels, num_transformer_layers, "
+                             "num_heads and pooling to set; the rest must be the enformer preset's")
+    takes = (published.Sequential, published.Residual, snt.BatchNorm,
+             snt.distribute.CrossReplicaBatchNorm, snt.Dropout,
+             attention_module.MultiheadAttention)
+    published.accepts_is_training = lambda module: isinstance(module, takes)
+    model = published.Enformer(channels=config.channels,
+                               num_transformer_layers=config.num_transformer_layers,
+                               num_heads=config.num_heads, pooling_type=config.pooling)
+    spec = tf.TensorSpec([1, config.sequence_length, 4], tf.float32)
+    tf.function(lambda x: model(x, is_training=False), autograph=False).get_concrete_function(spec)
+    return model
+
+
 def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
     import contextlib
 
@@ -368,8 +417,11 @@ def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
     from senformer_cli.model import build_model
 
     batch, mode = spec["batch_size"], spec["mode"]
-    model = build_model(config)
-    create_variables(tf, model)
+    if spec.get("published_dir"):
+        model = published_model(tf, spec["published_dir"], config)
+    else:
+        model = build_model(config)
+        create_variables(tf, model)
     dtype = tf.bfloat16 if spec["precision"] == "bf16" else tf.float32
     casting = _enable_bf16(tf, snt) if dtype == tf.bfloat16 else contextlib.nullcontext
     bases = tf.random.stateless_uniform([batch, config.sequence_length], (1, 2), maxval=4,
@@ -480,8 +532,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result["build_seconds"] = time.perf_counter() - build_start - sum(warmup_seconds)
         result["warmup_seconds"] = warmup_seconds
         allocator_stats = _allocator_stats_available(tf)
+        allocator_device = "GPU:0" if gpus else "CPU:0"
         if allocator_stats:
-            tf.config.experimental.reset_memory_stats(device)
+            tf.config.experimental.reset_memory_stats(allocator_device)
         if not gpus:
             result["warmup_peak_bytes"] = _status_bytes("VmHWM") - baseline
             result["peak_reset"] = _reset_peak_rss()
@@ -497,7 +550,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result.update(status="out of memory", reason=str(error.message).splitlines()[0][:300])
         return result
     if allocator_stats:
-        result["allocator_peak_bytes"] = int(tf.config.experimental.get_memory_info(device)["peak"])
+        result["allocator_peak_bytes"] = int(
+            tf.config.experimental.get_memory_info(allocator_device)["peak"])
     if gpus:
         result["peak_memory_bytes"] = result["allocator_peak_bytes"]
     else:

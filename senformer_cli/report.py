@@ -441,18 +441,18 @@ def profile(result: dict[str, Any]) -> None:
              + (", recompute" if config.get("recompute") else ""))
     table = Table(title=title, title_justify="left")
     for column in ("model", "length (bp)", "tokens", "mode", "s/step", "spread", "peak GB",
-                   "estimated GB", "sparse/full time", "sparse/full memory"):
-        table.add_column(column, justify="left" if column in ("model", "mode") else "right")
+                   "est. GB", "time sparse/full", "memory sparse/full", "status"):
+        table.add_column(column, justify="left" if column in ("model", "mode", "status") else "right")
     for row in result["rows"]:
         ok = row.get("status") == "ok"
         ratio = (lambda key: f"{row[key]:.2f}" if key in row else "-")
         table.add_row(row["model"], _fmt_int(row["sequence_length_bp"]), _fmt_int(row["num_tokens"]),
-                      row["mode"], f"{row['seconds_per_step']:.3f}" if ok else
-                      f"[yellow]{row.get('reason') or row.get('status')}[/]",
+                      row["mode"], f"{row['seconds_per_step']:.3f}" if ok else "-",
                       f"{row['spread']:.0%}" if ok else "-",
                       _gb(row.get("peak_memory_bytes")) if ok else "-",
                       _gb(row.get("estimated_peak_bytes")), ratio("time_ratio"),
-                      ratio("memory_ratio"))
+                      ratio("memory_ratio"),
+                      "ok" if ok else f"[yellow]{row.get('reason') or row.get('status')}[/]")
     limit = result.get("max_memory_bytes")
     fits = ", ".join(f"{model} {length:,} bp" if length else f"{model} none"
                      for model, length in result["longest_fitting"].items())
@@ -460,10 +460,11 @@ def profile(result: dict[str, Any]) -> None:
                                            for row in result["rows"]) else \
         "peak resident memory above the baseline after importing TensorFlow"
     table.caption = (f"median of {result['steps']} steps after {result['warmup']} warm-up steps, "
-                     f"each configuration in a fresh process; peak: {peak}"
-                     + (f"; longest under {limit / 1e9:.1f} GB: {fits}" if limit else
-                        f"; longest that ran: {fits}"))
+                     f"each configuration in a fresh process; peak: {peak}; est.: the estimate "
+                     "made before running")
     console.print(table)
+    console.print((f"longest under {limit / 1e9:.1f} GB: " if limit else "longest that ran: ")
+                  + fits, highlight=False)
 
 
 # ---------------------------------------------------------------- receptive-field (issue 10)

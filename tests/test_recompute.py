@@ -122,12 +122,15 @@ def test_recompute_with_dropout_draws_the_same_masks(monkeypatch):
     assert max(np.max(np.abs(a - b)) for a, b in zip(reference, no_dropout)) > 1e-3
 
 
-@pytest.mark.xfail(strict=False, reason="failed once on the heavily loaded 2-core machine at merge time (peak RSS of two fresh processes); not yet re-measured on a quiet machine")
-def test_recompute_lowers_peak_memory():
-    """One tiny training step in a fresh process each, with and without recompute: the peak
-    resident memory above the baseline (a memory ratio, not a timing)."""
+@pytest.mark.slow
+def test_recompute_lowers_peak_memory(monkeypatch):
+    """One tiny training step in a fresh process each, with and without recompute: the peak of
+    the live tensors (TensorFlow's BFC allocator on the CPU reports it) drops by a third or more.
+    (A memory ratio, not a timing. The resident-memory peak at this size is dominated by the
+    traced graphs and the C allocator's retained pages, about 0.6 GB either way.)"""
     from senformer_cli import profiling
 
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "true")  # inherited by the children
     peaks = {}
     for recompute in (False, True):
         config = profiling.config_for(ModelConfig.from_preset("tiny", recompute=recompute),
@@ -136,5 +139,6 @@ def test_recompute_lowers_peak_memory():
                 "warmup": 1, "precision": "fp32", "component": "model"}
         row = profiling.run_child(spec, limit_bytes=4_000_000_000)
         assert row["status"] == "ok", row
-        peaks[recompute] = row["peak_memory_bytes"]
-    assert peaks[True] < 0.75 * peaks[False], peaks
+        peaks[recompute] = row["allocator_peak_bytes"]
+    # Measured: 285 MB without, 150 MB with recompute (the stem's forward and backward alone).
+    assert peaks[True] < 0.67 * peaks[False], peaks

@@ -13,6 +13,7 @@ from senformer_cli.model.attention import MultiheadAttention
 from senformer_cli.model.layers import (Dropout, Residual, Sequential, TargetLengthCrop1D, conv_block,
                                         gelu, pooling_module)
 from senformer_cli.model.recompute import recompute_call
+from senformer_cli.model.tiling import tiled_call
 
 
 class Enformer(snt.Module):
@@ -21,6 +22,7 @@ class Enformer(snt.Module):
     def __init__(self, config: ModelConfig, name: str = "enformer"):
         super().__init__(name=name)
         self.config = config
+        self._called = False  # recompute and tiling start once the variables exist
         channels = config.channels
 
         def site(layer: int, slot: int) -> int:
@@ -106,16 +108,29 @@ class Enformer(snt.Module):
         transformer = self._trunk.layers[2]
         return [block.layers[0]._module.layers[1] for block in transformer.layers]
 
-    def _recomputed_trunk(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
-        """The trunk with gradient checkpointing (`config.recompute`): the stem, each conv tower
-        block, each transformer block and the final pointwise block keep only their input for the
-        backward pass and are recomputed there, so it holds one block's activations at a time."""
+    def _blockwise_trunk(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
+        """The trunk block by block. With `config.recompute` (gradient checkpointing) the stem,
+        each conv tower block, each transformer block and the final pointwise block keep only
+        their input for the backward pass and are recomputed there, so it holds one block's
+        activations at a time; with `config.tile_length` the stem and conv tower blocks longer
+        than it run (and are recomputed) tile by tile."""
+        config = self.config
         stem, conv_tower, transformer, crop_final, final_pointwise = self._trunk.layers
+
+        def call(block, outputs: tf.Tensor, tile: bool = False) -> tf.Tensor:
+            if tile and config.tile_length and outputs.shape[1] > config.tile_length:
+                return tiled_call(block, outputs, is_training=is_training,
+                                  tile_length=config.tile_length)
+            if config.recompute:
+                return recompute_call(block, outputs, is_training=is_training, **kwargs)
+            return block(outputs, is_training=is_training, **kwargs)
+
         outputs = inputs
-        for block in [stem, *conv_tower.layers, *transformer.layers]:
-            outputs = recompute_call(block, outputs, is_training=is_training, **kwargs)
-        outputs = crop_final(outputs)
-        return recompute_call(final_pointwise, outputs, is_training=is_training, **kwargs)
+        for block in [stem, *conv_tower.layers]:
+            outputs = call(block, outputs, tile=True)
+        for block in transformer.layers:
+            outputs = call(block, outputs)
+        return call(final_pointwise, crop_final(outputs))
 
     def padding_mask(self, inputs: tf.Tensor) -> tf.Tensor:
         """[B, L, 4] one-hot -> [B, tokens] bool: False where all of a token's bases are N."""
@@ -135,9 +150,10 @@ class Enformer(snt.Module):
             seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         if seed is not None:
             kwargs["seed"] = seed
-        if self.config.recompute:
-            trunk_embedding = self._recomputed_trunk(inputs, is_training=is_training, **kwargs)
-        else:
+        if (self.config.recompute or self.config.tile_length) and self._called:
+            trunk_embedding = self._blockwise_trunk(inputs, is_training=is_training, **kwargs)
+        else:  # the first call creates the variables the blockwise trunk differentiates
             trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
+        self._called = True
         return {head: module(trunk_embedding, is_training=is_training)
                 for head, module in self._heads.items()}

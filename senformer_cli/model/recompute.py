@@ -16,8 +16,8 @@ the block again under its own tape. The recomputation is exact:
   on the incoming gradient, so the graph executor cannot schedule it during the forward pass (and
   Grappler cannot merge it with the forward ops), which would keep every activation alive again.
 
-Variables are neither created nor renamed here: a block whose variables do not exist yet (the very
-first trace) is called plainly, and the wrapping happens at call time, so the model's variable
+Variables are neither created nor renamed here: the model's first call (the one that creates the
+variables) runs the plain trunk, and the wrapping happens at call time, so the model's variable
 names and creation order are those of the published model.
 """
 from __future__ import annotations
@@ -54,11 +54,12 @@ def recompute_call(block: snt.Module, inputs: tf.Tensor, *, is_training: bool,
                    checkpoint: bool = True, **kwargs: Any) -> tf.Tensor:
     """`block(inputs, is_training=is_training, **kwargs)` with its activations recomputed in the
     backward pass. Keyword arguments are tensors (an attention key mask, a dropout seed) or None.
+    The block's variables must exist (it has been called once).
 
     `checkpoint=False` is the same call without checkpointing: TensorFlow's own gradient of it is
     the reference the tests hold the recomputation to.
     """
-    if not checkpoint or not block.variables:  # first call: the block creates its variables
+    if not checkpoint:
         return block(inputs, is_training=is_training, **kwargs)
     names = sorted(name for name, value in kwargs.items() if value is not None)
     extras = [tf.convert_to_tensor(kwargs[name]) for name in names]

@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from senformer_cli.config import ATTENTION_TYPES, ModelConfig, num_tiles
+from senformer_cli.config import ATTENTION_TYPES, PRECISIONS, ModelConfig, num_tiles
 from senformer_cli.errors import SenformerError
+from senformer_cli.precision import mixed_precision
 
 MODES = ("train", "predict")
 COMPONENTS = ("model", "attention")
-PRECISIONS = ("fp32", "bf16")
 # The lengths of the S-Enformer report's memory figure, up to 1 Mb (multiples of 128 x 64 bp).
 DEFAULT_LENGTHS = (131_072, 196_608, 393_216, 786_432, 1_048_576)
 # No --preset or --config on a CPU: a width and lengths that finish in under 5 minutes.
@@ -343,23 +343,6 @@ def _emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _enable_bf16(tf, snt):
-    """Mixed precision for this (child) process: float32 variables, every read cast to bfloat16
-    inside the step, moving averages updated in float32. Returns the variable getter context."""
-    from sonnet.src import custom_getter
-
-    update, value = snt.ExponentialMovingAverage.update, snt.ExponentialMovingAverage.value
-    snt.ExponentialMovingAverage.update = lambda self, x: update(self, tf.cast(x, tf.float32))
-    snt.ExponentialMovingAverage.value = property(lambda self: tf.cast(value.fget(self), tf.bfloat16))
-
-    def cast(variable):
-        if isinstance(variable, tf.Variable) and variable.trainable and variable.dtype == tf.float32:
-            return tf.cast(variable, tf.bfloat16)
-        return variable
-
-    return lambda: custom_getter.custom_variable_getter(cast)
-
-
 # Below this many channels^2 x base pairs one eager forward pass on zeros creates the variables
 # faster than tracing one (tiny at 131,072 bp: 1.2e9).
 EAGER_BUILD_LIMIT = 1e10
@@ -410,8 +393,6 @@ def published_model(tf, directory: str, config: ModelConfig):
 
 
 def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
-    import contextlib
-
     import sonnet as snt
 
     from senformer_cli.model import build_model
@@ -423,7 +404,7 @@ def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
         model = build_model(config)
         create_variables(tf, model)
     dtype = tf.bfloat16 if spec["precision"] == "bf16" else tf.float32
-    casting = _enable_bf16(tf, snt) if dtype == tf.bfloat16 else contextlib.nullcontext
+    casting = functools.partial(mixed_precision, spec["precision"])
     bases = tf.random.stateless_uniform([batch, config.sequence_length], (1, 2), maxval=4,
                                         dtype=tf.int32)
     inputs = tf.one_hot(bases, 4, dtype=dtype)
@@ -454,6 +435,23 @@ def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
     return step
 
 
+def published_attention(directory: str, config: ModelConfig):
+    """DeepMind's published `attention_module.MultiheadAttention` (a local copy in `directory`;
+    not part of this project) with the settings the published Enformer gives it."""
+    sys.path.insert(0, str(Path(directory).resolve()))
+    import attention_module
+
+    return attention_module.MultiheadAttention(
+        value_size=config.value_size, key_size=config.key_size, num_heads=config.num_heads,
+        scaling=True, attention_dropout_rate=config.attention_dropout_rate,
+        relative_positions=True, relative_position_symmetric=False,
+        relative_position_functions=["positional_features_exponential",
+                                     "positional_features_central_mask",
+                                     "positional_features_gamma"],
+        num_relative_position_features=config.relative_position_features,
+        positional_dropout_rate=config.positional_dropout_rate, zero_initialize=True)
+
+
 def _attention_step(tf, spec: dict[str, Any], config: ModelConfig):
     from senformer_cli.model.attention import MultiheadAttention
 
@@ -462,7 +460,9 @@ def _attention_step(tf, spec: dict[str, Any], config: ModelConfig):
                   num_relative_position_features=config.relative_position_features,
                   attention_dropout_rate=config.attention_dropout_rate,
                   positional_dropout_rate=config.positional_dropout_rate)
-    if config.attention == "sparse":
+    if spec.get("published_dir"):
+        layer = published_attention(spec["published_dir"], config)
+    elif config.attention == "sparse":
         from senformer_cli.model.sparse_attention import SparseMultiheadAttention
 
         layer = SparseMultiheadAttention(
@@ -474,15 +474,8 @@ def _attention_step(tf, spec: dict[str, Any], config: ModelConfig):
     dtype = tf.bfloat16 if spec["precision"] == "bf16" else tf.float32
     inputs = tf.cast(tf.random.stateless_normal([batch, tokens, config.channels], seed=(1, 2)), dtype)
     upstream = tf.cast(tf.random.stateless_normal([batch, tokens, config.channels], seed=(3, 4)), dtype)
-    layer(inputs, is_training=False)  # create the variables
-    if dtype == tf.bfloat16:
-        import sonnet as snt
-
-        casting = _enable_bf16(tf, snt)
-    else:
-        import contextlib
-
-        casting = contextlib.nullcontext
+    layer(tf.cast(inputs, tf.float32), is_training=False)  # create the (float32) variables
+    casting = functools.partial(mixed_precision, spec["precision"])
 
     if spec["mode"] == "predict":
         @functools.partial(tf.function, autograph=False)

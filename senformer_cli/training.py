@@ -43,6 +43,7 @@ import numpy as np
 from senformer_cli.config import PRESETS, ModelConfig, TrainConfig
 from senformer_cli.errors import SenformerError
 from senformer_cli.fileio import write_json, write_text
+from senformer_cli.precision import mixed_precision
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -871,6 +872,7 @@ def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
     fold_in = tf.random.experimental.stateless_fold_in
     base_seed = tf.constant([train.seed, 0], tf.int64)
     micro_batches = train.accumulate
+    compute_dtype = tf.bfloat16 if train.precision == "bf16" else tf.float32
 
     def replica_step(batches, step_index, learning_rate):
         context = tf.distribute.get_replica_context()
@@ -881,8 +883,10 @@ def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
             # One micro-batch after the other (not all at once: memory).
             with tf.control_dependencies([] if total is None else [total[0]]):
                 with tf.GradientTape() as tape:
-                    predictions = forward(model, inputs, head, train.trainable, fold_in(seed, k))
-                    loss = poisson_loss(targets, predictions) * scale
+                    with mixed_precision(train.precision):  # bf16: bfloat16 compute
+                        predictions = forward(model, tf.cast(inputs, compute_dtype), head,
+                                              train.trainable, fold_in(seed, k))
+                    loss = poisson_loss(targets, tf.cast(predictions, tf.float32)) * scale
                 gradients = tape.gradient(loss, variables)
             gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
                          for g, v in zip(gradients, variables)]

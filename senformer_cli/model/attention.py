@@ -187,7 +187,7 @@ def weighted_values(logits: tf.Tensor, values: tf.Tensor, *, mask: tf.Tensor | N
     `seed` is given."""
     if mask is not None:
         logits = tf.where(mask, logits, large_negative(logits.dtype))
-    weights = tf.nn.softmax(logits)
+    weights = tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32)), values.dtype)  # float32 (bf16)
     if seed is not None:
         weights = tf.nn.experimental.stateless_dropout(weights, rate=dropout_rate, seed=seed)
     return tf.matmul(weights, values)

@@ -132,7 +132,8 @@ class SoftmaxPooling1D(snt.Module):
         # (232 GB for the full-width stem at 196,608 bp). Same variables, same numbers.
         logits = tf.reshape(self._logit_linear(tf.reshape(inputs, (-1, num_features))),
                             tf.shape(windows))
-        return tf.reduce_sum(windows * tf.nn.softmax(logits, axis=-2), axis=-2)
+        weights = tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-2), inputs.dtype)
+        return tf.reduce_sum(windows * weights, axis=-2)
 
 
 class MaxPooling1D(snt.Module):

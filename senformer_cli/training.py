@@ -125,6 +125,8 @@ class TrainResult:
     latest_checkpoint: str | None
     best_checkpoint: str | None
     notices: list[str]
+    strategy: str = "one-device"
+    replicas: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -491,14 +493,19 @@ def forward(model, inputs, head: str, trainable: str, seed):
     return model.heads[head](embedding, is_training=True)
 
 
-def create_variables(model) -> None:
+def create_variables(model, strategy=None) -> None:
     """Create the model's variables: small models by one eager call on zeros (seconds), larger
-    ones by tracing a call without autograph (nothing is computed)."""
+    ones by tracing a call without autograph (nothing is computed). Under a tf.distribute
+    `strategy` (inside its scope) the call runs in its replica context (eagerly): batch norm
+    across replicas cannot be called outside one."""
     import tensorflow as tf
 
     config = model.config
-    if config.channels * config.sequence_length <= 96 * 65_536:
-        model(tf.zeros([1, config.sequence_length, 4]), is_training=False)
+    zeros = tf.zeros([1, config.sequence_length, 4])
+    if strategy is not None and tf.distribute.in_cross_replica_context():
+        strategy.run(lambda: model(zeros, is_training=False))
+    elif config.channels * config.sequence_length <= 96 * 65_536:
+        model(zeros, is_training=False)
     else:
         spec = tf.TensorSpec([1, config.sequence_length, 4], tf.float32)
         tf.function(lambda x: model(x, is_training=False), autograph=False
@@ -744,7 +751,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
 
     with strategy.scope():
         model = build_model(config)
-        create_variables(model)
+        create_variables(model, strategy)
         if plan.initial is not None:
             copy_weights(plan.initial.model, model, skip_heads=plan.new_heads)
         per_head = {head: trainable_variables(model, train.trainable, head, plan.new_heads)
@@ -754,8 +761,9 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
         optimizer = Adam(optimized, train.beta1, train.beta2, train.epsilon)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     best_value = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_valid_mean_r")
-    iterators = {head: iter(strategy.experimental_distribute_dataset(data[head].dataset))
-                 for head in heads}
+    # Plain tf.data iterators of global batches (checkpointable, unlike distributed iterators);
+    # the step function hands each replica its slice of the global batch.
+    iterators = {head: iter(data[head].dataset) for head in heads}
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer.trackable(), step=step,
                                      best_valid_mean_r=best_value,
                                      data=tf.train.Checkpoint(**iterators))
@@ -860,7 +868,8 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
         train_config=train.to_dict(), start_step=start, step=done, status=status, message=message,
         steps_per_s=len(durations) / sum(durations) if durations else None, best=best, final=final,
         latest_checkpoint=manager.latest_checkpoint if chief else None,
-        best_checkpoint=best_manager.latest_checkpoint if chief else None, notices=plan.notices)
+        best_checkpoint=best_manager.latest_checkpoint if chief else None, notices=plan.notices,
+        strategy=strategy_name, replicas=replicas)
 
 
 def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
@@ -911,9 +920,20 @@ def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
 
     # No autograph: the model's loops are explicit tf.while_loops, and converting every Sonnet
     # module makes tracing several times slower.
+    replicas = strategy.num_replicas_in_sync
+    per_replica = train.batch_size // replicas
+
+    def replica_slice(context, batch):
+        """Replica i's examples of a global batch: rows i*b .. (i+1)*b - 1."""
+        start = context.replica_id_in_sync_group * per_replica
+        return tuple(t[start:start + per_replica] for t in batch)
+
     @functools.partial(tf.function, autograph=False)
     def step(iterator, step_index, learning_rate):
         batches = [next(iterator) for _ in range(micro_batches)]
+        if replicas > 1:  # every worker reads the same global batches and keeps its replicas'
+            batches = [strategy.experimental_distribute_values_from_function(
+                functools.partial(replica_slice, batch=batch)) for batch in batches]
         results = strategy.run(replica_step, args=(batches, step_index, learning_rate))
         return tuple(strategy.experimental_local_results(r)[0] for r in results)
 

@@ -67,7 +67,8 @@ def checkpoint_weights(prefix: str | Path, config) -> dict[str, np.ndarray]:
 
     model = build_model(config)
     create_variables(model)
-    tf.train.Checkpoint(model=model).restore(str(prefix)).assert_existing_objects_matched()
+    status = tf.train.Checkpoint(model=model).restore(str(prefix))
+    status.assert_existing_objects_matched().expect_partial()  # the optimizer etc. are not wanted
     return {path: v.numpy() for path, v in variables_by_path(model).items()}
 
 

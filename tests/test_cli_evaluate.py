@@ -188,8 +188,10 @@ def test_compare_two_models_writes_table_json_csv_and_png(data, tmp_path):
     import matplotlib.image
 
     out = tmp_path / "cmp"
+    # One transformer layer: each model's prediction is traced once, in proportion to its graph.
     result = invoke("compare", "tiny", "tiny", "--data", data / "human", "--max-sequences", "3",
-                    "--set", "sequence_length=16384", "--out", out, "--json")
+                    "--set", "sequence_length=16384", "--set", "num_transformer_layers=1",
+                    "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["a"] == summary["b"] == "tiny" and summary["num_sequences"] == 3

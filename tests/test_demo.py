@@ -75,6 +75,9 @@ def json_numbers(value):
 
 
 # ---------------------------------------------------------------- the quick demo, run once
+# The end-to-end run costs minutes (two models trained, evaluated and probed, four profiling
+# processes): the tests that read it are slow (`make test-slow`). The fast tests below check the
+# demo's own logic (plans, reuse, refusals, the bare commands) without running a model.
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("cache")
@@ -91,6 +94,7 @@ def quick(cache, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_every_step_and_prints_the_summary(quick):
     out, result = quick
     statuses = step_lines(result.stderr)
@@ -103,6 +107,7 @@ def test_quick_demo_runs_every_step_and_prints_the_summary(quick):
         assert (out / "runs" / name / "checkpoints" / "checkpoint").is_file()
 
 
+@pytest.mark.slow
 def test_report_tables_parse_and_every_number_is_finite(quick):
     out, _ = quick
     names = {p.stem for p in (out / "tables").glob("*.csv")}
@@ -132,6 +137,7 @@ def test_report_tables_parse_and_every_number_is_finite(quick):
     assert all(math.isfinite(x) for x in json_numbers(summary))
 
 
+@pytest.mark.slow
 def test_accuracy_table_equals_a_group_by_of_each_models_tracks(quick):
     out, _ = quick
     accuracy = pd.read_csv(out / "tables" / "accuracy.csv")
@@ -148,6 +154,7 @@ def test_accuracy_table_equals_a_group_by_of_each_models_tracks(quick):
         assert not mine["mean_r"].isna().any()
 
 
+@pytest.mark.slow
 def test_comparison_table_equals_numpy_over_the_per_sequence_values(quick):
     out, _ = quick
     comparison = pd.read_csv(out / "tables" / "comparison.csv").set_index("track_type")
@@ -166,6 +173,7 @@ def test_comparison_table_equals_numpy_over_the_per_sequence_values(quick):
     assert (summary["comparison"]["a"], summary["comparison"]["b"]) == ("Enformer", "S-Enformer")
 
 
+@pytest.mark.slow
 def test_receptive_field_reach_equals_the_per_bin_effects(quick):
     out, _ = quick
     table = pd.read_csv(out / "tables" / "receptive_field.csv")
@@ -191,6 +199,7 @@ def test_receptive_field_reach_equals_the_per_bin_effects(quick):
         np.testing.assert_allclose(reach["farthest_reached_bp"], farthest_over_positions)
 
 
+@pytest.mark.slow
 def test_training_table_holds_each_runs_logged_loss(quick):
     out, _ = quick
     training = pd.read_csv(out / "tables" / "training.csv")
@@ -201,6 +210,7 @@ def test_training_table_holds_each_runs_logged_loss(quick):
         np.testing.assert_allclose(mine["value"].to_numpy(), metrics["loss"].to_numpy())
 
 
+@pytest.mark.slow
 def test_plots_are_valid_pngs_embedded_in_report_html(quick):
     import matplotlib.image
 
@@ -224,6 +234,7 @@ def test_plots_are_valid_pngs_embedded_in_report_html(quick):
 
 
 # ---------------------------------------------------------------- resumability
+@pytest.mark.slow
 def test_rerun_reuses_every_step_and_does_not_retrain(quick):
     out, first = quick
     runs_before = snapshot(out / "runs")
@@ -237,6 +248,7 @@ def test_rerun_reuses_every_step_and_does_not_retrain(quick):
     assert "already trained (8 steps)" in result.stderr
 
 
+@pytest.mark.slow
 def test_rerun_redoes_a_deleted_step_and_what_depends_on_it_only(quick, tmp_path):
     out, _ = quick
     copy = tmp_path / "out"
@@ -253,6 +265,37 @@ def test_rerun_redoes_a_deleted_step_and_what_depends_on_it_only(quick, tmp_path
     # Evaluation is deterministic: the redone comparison has the same numbers.
     pd.testing.assert_frame_equal(pd.read_csv(copy / "tables" / "comparison.csv"),
                                   comparison_before, rtol=1e-6)
+
+
+def test_a_redone_step_makes_only_what_depends_on_it_stale(tmp_path):
+    """The reuse rule of a rerun, on the state file alone: a step is reused while its output is
+    there and the steps it depends on still have the fingerprints it was computed from."""
+    from senformer_cli.demo import STEPS, _State, plan_for
+
+    plan = plan_for(quick=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = {name: out / name for name in STEPS}
+    state = _State(out, plan)
+    for name in STEPS:
+        outputs[name].mkdir()
+        state.done(name, f"{name}-1", 1.0, str(outputs[name]))
+    again = _State(out, plan)  # read back from demo.json
+    assert all(again.reusable(name, outputs[name]) for name in STEPS)
+    # Deleted output: that step only is redone (with a new fingerprint) ...
+    outputs["evaluate-s-enformer"].rmdir()
+    assert not again.reusable("evaluate-s-enformer", outputs["evaluate-s-enformer"])
+    again.forget("evaluate-s-enformer")
+    outputs["evaluate-s-enformer"].mkdir()
+    again.done("evaluate-s-enformer", "evaluate-s-enformer-2", 1.0,
+               str(outputs["evaluate-s-enformer"]))
+    # ... which makes the comparison (its only dependant) stale, and nothing else.
+    stale = [name for name in STEPS if not _State(out, plan).reusable(name, outputs[name])]
+    assert stale == ["compare"]
+    # A retrained model makes its evaluation and the receptive field stale.
+    again.done("train-enformer", "train-enformer-2", 1.0, str(outputs["train-enformer"]))
+    stale = [name for name in STEPS if not _State(out, plan).reusable(name, outputs[name])]
+    assert stale == ["evaluate-enformer", "compare", "receptive-field"]
 
 
 def test_train_action_reuses_resumes_or_trains():
@@ -279,8 +322,12 @@ def test_latest_checkpoint_step_reads_the_checkpoint_state_file(tmp_path):
     assert latest_checkpoint_step(tmp_path) == 120
 
 
-def test_demo_refuses_a_foreign_folder_and_another_plan(quick, tmp_path):
-    out, _ = quick
+def test_demo_refuses_a_foreign_folder_and_another_plan(tmp_path):
+    from senformer_cli.demo import _State, plan_for
+
+    out = tmp_path / "out"  # what a `demo --quick` leaves: its state file names its plan
+    out.mkdir()
+    _State(out, plan_for(quick=True)).save()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -294,6 +341,7 @@ def test_demo_refuses_a_foreign_folder_and_another_plan(quick, tmp_path):
 
 
 # ---------------------------------------------------------------- bare commands
+@pytest.mark.slow
 def test_bare_compare_compares_the_runs_pair_without_training(quick, monkeypatch):
     out, _ = quick
     monkeypatch.chdir(out)  # OUT/runs/tiny-full and OUT/runs/tiny are `senformer train`'s pair

@@ -148,7 +148,37 @@ REFERENCE = {"steps": 6, "batch_size": 2, "learning_rate": 0.002, "warmup_steps"
 
 
 @pytest.fixture(scope="module")
-def reference(data: Path, tmp_path_factory: pytest.TempPathFactory):
+def killed(data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A CLI run of the reference's settings in another process, killed with SIGKILL (by a
+    watching thread) once ckpt-2 is written: (run directory, whether it was killed, its stderr).
+
+    Started before the reference run and beside it: each spends most of its time tracing Python,
+    on one core each."""
+    import threading
+
+    run = tmp_path_factory.mktemp("killed") / "run"
+    process = run_cli(cli_args(data, run, REFERENCE))
+    state = run / "checkpoints" / "checkpoint"
+    outcome = {}
+
+    def watch():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            if state.is_file() and "ckpt-2" in state.read_text():
+                break
+            time.sleep(0.05)
+        outcome["killed"] = process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        _, outcome["stderr"] = process.communicate()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    yield lambda: (watcher.join(), (run, outcome["killed"], outcome["stderr"]))[1]
+    watcher.join()
+
+
+@pytest.fixture(scope="module")
+def reference(data: Path, killed, tmp_path_factory: pytest.TempPathFactory):
     """Six steps alternating human and mouse, validated at steps 3 and 6."""
     from senformer_cli.training import train
 
@@ -257,20 +287,11 @@ def test_validation_is_the_per_track_pearson_of_the_final_weights(reference, dat
         assert float(row[f"valid_r_{head}_all"]) == pytest.approx(np.nanmean(r), abs=2e-4)
 
 
-def test_resume_after_sigkill_gives_same_weights(reference, data: Path, tmp_path: Path):
+def test_resume_after_sigkill_gives_same_weights(reference, killed):
     """A CLI run of the reference's settings, killed with SIGKILL once ckpt-2 is written, leaving
     the debris of a half-written next checkpoint, then resumed: the same weights at step 6."""
-    run = tmp_path / "killed"
-    process = run_cli(cli_args(data, run, REFERENCE))
-    state = run / "checkpoints" / "checkpoint"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and "ckpt-2" in state.read_text():
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, f"finished before it could be killed: {process.stderr.read()}"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    run, was_killed, stderr = killed()
+    assert was_killed, f"finished before it could be killed: {stderr}"
     killed_at = latest_step(run)
     assert killed_at is not None and killed_at < 6
     # What a crash in the middle of saving the next checkpoint leaves: TensorFlow writes the data
@@ -281,10 +302,10 @@ def test_resume_after_sigkill_gives_same_weights(reference, data: Path, tmp_path
      ).write_bytes(b"\0" * 100)
     (run / "checkpoints" / f"{debris}.index").write_bytes(b"truncated")
 
-    resumed = run_cli(["train", "--resume", "--out", str(run)])
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
-    assert f"resumed {run} at step {killed_at}" in " ".join(err.split())
+    # The resumed run: the same CLI, in this process (TensorFlow is already imported here).
+    resumed = cli_result(["train", "--resume", "--out", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resumed {run} at step {killed_at}" in " ".join(resumed.stderr.split())
     config = ModelConfig.from_preset("tiny", **SMALL)
     expected = checkpoint_weights(reference[0] / "checkpoints" / "ckpt-6", config)
     got = checkpoint_weights(run / "checkpoints" / "ckpt-6", config)
@@ -357,12 +378,17 @@ def test_heads_follow_the_data_track_counts(data: Path, tmp_path: Path):
         f"new 'worm' head with 8 tracks for {data / 'mouse'}"]
 
 
-def cli_error(args: list[str]) -> tuple[str, str]:
+def cli_result(args: list[str]):
+    """`senformer ARGS` in this process (typer's test runner: stdout and stderr kept apart)."""
     from typer.testing import CliRunner
 
     from senformer_cli.cli import app
 
-    result = CliRunner().invoke(app, args)
+    return CliRunner().invoke(app, args)
+
+
+def cli_error(args: list[str]) -> tuple[str, str]:
+    result = cli_result(args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

@@ -14,11 +14,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers, each test file on one (its module fixtures built once): much of the suite's
+# time is single-threaded Python tracing TensorFlow graphs.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 # The whole study on the built-in synthetic data (about 10 minutes on 2 CPU cores); the report
 # lands in demo-out/report.html. Running it again reuses the finished steps.

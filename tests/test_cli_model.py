@@ -137,6 +137,7 @@ def test_user_errors_are_one_line_and_exit_2(args, needle, tmp_path: Path):
 
 
 # ----------------------------------------------------------------------------- the published model
+@pytest.mark.slow  # builds the full-width model; the variables are also checked in test_model_enformer
 def test_enformer_summary_parts_match_published_variables(reference_dir: Path):
     """Per part, from the published variable list by name prefix (not from our modules)."""
     prefixes = {"stem": "enformer/trunk/stem/", "conv tower": "enformer/trunk/conv_tower/",

@@ -71,8 +71,9 @@ def assert_gradients_close(expected: list[np.ndarray], actual: list[np.ndarray],
             np.testing.assert_allclose(a, e, rtol=0, atol=10 * rtol * np.max(np.abs(e)))
 
 
-@pytest.mark.parametrize("attention, compiled", [("sparse", True), ("full", True),
-                                                 ("sparse", False)],
+@pytest.mark.parametrize("attention, compiled", [
+    pytest.param("sparse", True, marks=pytest.mark.slow),
+    pytest.param("full", True, marks=pytest.mark.slow), ("sparse", False)],
                          ids=["sparse-tf.function", "full-tf.function", "sparse-eager"])
 def test_recompute_gives_the_same_gradients(attention, compiled):
     loss, gradients, _, _ = train_step(tiny(attention, **NO_DROPOUT), compiled=compiled)

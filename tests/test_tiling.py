@@ -60,7 +60,8 @@ def step(config: ModelConfig, is_training: bool, compiled: bool = True):
     return _step(json.dumps(config.to_dict()), is_training, compiled)
 
 
-@pytest.mark.parametrize("is_training, compiled", [(True, True), (False, True), (True, False)],
+@pytest.mark.parametrize("is_training, compiled", [
+    (True, True), pytest.param(False, True, marks=pytest.mark.slow), (True, False)],
                          ids=["train-tf.function", "predict-tf.function", "train-eager"])
 def test_tiled_model_equals_the_untiled_model(is_training, compiled):
     outputs, gradients, moving = step(tiny(), is_training, compiled)

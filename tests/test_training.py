@@ -74,6 +74,7 @@ def test_adam_matches_the_textbook_update():
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # about 40 s: two traced runs and an eager reference
 def test_first_steps_equal_a_hand_computed_update(data: Path, tmp_path: Path):
     """Two steps of 2 accumulated micro-batches, clipped: loss, gradient norm and the weights (and
     the batch-norm moving averages) equal a plain eager computation on the loader's batches.

@@ -60,21 +60,17 @@ def benchmark(tokens: list[int], max_steps: int, seconds: float, timeout: float,
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     for length in lengths:
-        if published is not None:
-            config = profiling.config_for(base, "full", length)
-            spec = {"config": config.to_dict(), "mode": "train", "batch_size": 1,
-                    "steps": max_steps, "warmup": 2, "precision": "fp32", "component": "attention",
-                    "seconds": seconds, "published_dir": str(published)}
-            row = {"model": "published", "attention": "published", "sequence_length_bp": length,
-                   "num_tokens": config.num_tokens,
-                   "flops": profiling.attention_flops(config, config.num_tokens, "full")}
-            measured = profiling.run_child(spec, limit_bytes=limit, timeout_seconds=timeout or None)
-            measured.pop("event", None)
-            rows.append({**row, **measured})
         request = profiling.ProfileRequest(
             base=base, base_name="s-enformer", attention=["full", "sparse"], lengths=[length],
             mode="train", steps=max_steps, warmup=2, component="attention",
             max_memory_bytes=limit, timeout_seconds=timeout or None, seconds=seconds)
+        if published is not None:
+            config = profiling.config_for(base, "full", length)
+            rows.append({"model": "published", "attention": "published",
+                         "sequence_length_bp": length, "num_tokens": config.num_tokens,
+                         "flops": profiling.attention_flops(config, config.num_tokens, "full"),
+                         **profiling.measure_in_child(request, config,
+                                                      published_dir=str(published))})
         result = profiling.profile(request)
         rows += result["rows"]
     return {**result, "rows": rows}

@@ -709,6 +709,18 @@ def model_name(kind: str) -> str:
     return MODEL_NAMES[kind]
 
 
+def measure_in_child(request: ProfileRequest, config: ModelConfig, **extra: Any) -> dict[str, Any]:
+    """One configuration measured as `request` says, in a fresh process (`extra`: more spec keys,
+    e.g. `published_dir` for the published code)."""
+    spec = {"config": config.to_dict(), "mode": request.mode, "batch_size": request.batch_size,
+            "steps": request.steps, "warmup": request.warmup, "precision": request.precision,
+            "component": request.component, "seconds": request.seconds, **extra}
+    measured = run_child(spec, limit_bytes=request.max_memory_bytes,
+                         timeout_seconds=request.timeout_seconds)
+    measured.pop("event", None)
+    return measured
+
+
 def profile(request: ProfileRequest, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Measure every (attention kind, length) of `request`; returns the rows and a summary.
 
@@ -736,13 +748,7 @@ def profile(request: ProfileRequest, progress: ProgressCallback | None = None) -
                        reason=f"skipped: estimated {format_bytes(row['estimated_peak_bytes'])} > "
                               f"limit {format_bytes(limit)}")
         else:
-            spec = {"config": config.to_dict(), "mode": request.mode,
-                    "batch_size": request.batch_size, "steps": request.steps,
-                    "warmup": request.warmup, "precision": request.precision,
-                    "component": request.component, "seconds": request.seconds}
-            measured = run_child(spec, limit_bytes=limit, timeout_seconds=request.timeout_seconds)
-            measured.pop("event", None)
-            row.update(measured)
+            row.update(measure_in_child(request, config))
         rows.append(row)
     if progress:
         progress(len(plan), len(plan), "done")

@@ -14,15 +14,21 @@ def reverse_complement(text: str) -> str:
     return text.translate(COMPLEMENT)[::-1]
 
 
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny synthetic data, 6 / 2 / 2 records in files of 2, written once per session."""
-    root = tmp_path_factory.getbasetemp() / "synth-tiny"
+def session_synthetic(tmp_path_factory: pytest.TempPathFactory, name: str, *, seed: int,
+                      splits: dict[str, int], records_per_file: int) -> Path:
+    """A tiny synthetic data set in the session's temporary folder, written on first use."""
+    root = tmp_path_factory.getbasetemp() / name
     if not root.exists():
         from senformer_cli.data.synthetic import write_synthetic
 
-        write_synthetic(root, "tiny", seed=7, splits={"train": 6, "valid": 2, "test": 2},
-                        records_per_file=2)
+        write_synthetic(root, "tiny", seed=seed, splits=splits, records_per_file=records_per_file)
     return root
+
+
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny synthetic data, 6 / 2 / 2 records in files of 2, written once per session."""
+    return session_synthetic(tmp_path_factory, "synth-tiny", seed=7,
+                             splits={"train": 6, "valid": 2, "test": 2}, records_per_file=2)
 
 
 def copy_of(source: Path, tmp_path: Path) -> Path:

@@ -9,19 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from data_fixtures import session_synthetic
 
 TEST_RECORDS = 5
 
 
 def eval_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny synthetic data: train 8, valid 4, test 5 records in files of 2, written once."""
-    root = tmp_path_factory.getbasetemp() / "synth-tiny-eval"
-    if not root.exists():
-        from senformer_cli.data.synthetic import write_synthetic
-
-        write_synthetic(root, "tiny", seed=11,
-                        splits={"train": 8, "valid": 4, "test": TEST_RECORDS}, records_per_file=2)
-    return root
+    return session_synthetic(tmp_path_factory, "synth-tiny-eval", seed=11,
+                             splits={"train": 8, "valid": 4, "test": TEST_RECORDS},
+                             records_per_file=2)
 
 
 def stand_in_model(config, seed: int = 0):

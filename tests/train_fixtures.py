@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import session_synthetic
 
 # The tiny preset, narrower, with one transformer layer and at the records' centre (no flanks
 # needed): a step takes well under a second on a quiet 2-core CPU. What costs is tracing each
@@ -23,13 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def train_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny synthetic data: train 8, valid 4, test 2 records per organism in files of 4."""
-    root = tmp_path_factory.getbasetemp() / "synth-tiny-train"
-    if not root.exists():
-        from senformer_cli.data.synthetic import write_synthetic
-
-        write_synthetic(root, "tiny", seed=5, splits={"train": 8, "valid": 4, "test": 2},
-                        records_per_file=4)
-    return root
+    return session_synthetic(tmp_path_factory, "synth-tiny-train", seed=5,
+                             splits={"train": 8, "valid": 4, "test": 2}, records_per_file=4)
 
 
 def data_args(root: Path, heads=("human", "mouse")) -> tuple[list[str], list[str]]:

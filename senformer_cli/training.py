@@ -479,17 +479,11 @@ def forward(model, inputs, head: str, trainable: str, seed):
     Parts that are frozen run in inference mode (batch norm uses its moving averages): with
     `heads` the whole trunk, with `attention` everything but the transformer.
     """
-    kwargs = {"key_mask": model.padding_mask(inputs)} if model.config.mask_padding else {}
-    if trainable == "all":
-        embedding = model.trunk(inputs, is_training=True, seed=seed, **kwargs)
-    elif trainable == "heads":
-        embedding = model.trunk(inputs, is_training=False, **kwargs)
-    else:
-        stem, conv_tower, transformer, crop, final_pointwise = model.trunk.layers
-        x = stem(inputs, is_training=False, **kwargs)
-        x = conv_tower(x, is_training=False, **kwargs)
-        x = transformer(x, is_training=True, seed=seed, **kwargs)
-        embedding = final_pointwise(crop(x), is_training=False, **kwargs)
+    if trainable == "heads":
+        embedding = model.embedding(inputs, is_training=False)
+    else:  # through the model's recompute and tiling, like any other call
+        embedding = model.embedding(inputs, is_training=True, seed=seed,
+                                    train_only_transformer=trainable == "attention")
     return model.heads[head](embedding, is_training=True)
 
 

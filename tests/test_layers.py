@@ -42,6 +42,36 @@ def test_softmax_pooling_outputs_and_gradients_equal_numpy():
         assert d_x[index] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.parametrize("pool_size", [2, 4])
+def test_softmax_pooling_weight_gradient_equals_numpy(pool_size):
+    """Pool size 2 runs a closed form (sigmoid of the logit difference), others the softmax."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 12, 5)).astype(np.float32))
+    pool = SoftmaxPooling1D(pool_size=pool_size)
+    pool(x)
+    w = rng.normal(size=(5, 5)).astype(np.float32)
+    pool._logit_linear.w.assign(w)
+    g = rng.normal(size=(2, 12 // pool_size, 5))
+    with tf.GradientTape() as tape:
+        y = pool(x)
+    d_w = tape.gradient(y, pool._logit_linear.w, output_gradients=tf.constant(g, tf.float32)).numpy()
+
+    def reference(w64):
+        windows = x.numpy().astype(np.float64).reshape(2, -1, pool_size, 5)
+        logits = windows @ w64
+        weights = np.exp(logits - logits.max(axis=2, keepdims=True))
+        return (windows * weights / weights.sum(axis=2, keepdims=True)).sum(axis=2)
+
+    np.testing.assert_allclose(y.numpy(), reference(w.astype(np.float64)), rtol=1e-5, atol=1e-6)
+    w64, eps = w.astype(np.float64), 1e-6
+    for index in [(0, 0), (2, 4), (4, 1)]:
+        up, down = w64.copy(), w64.copy()
+        up[index] += eps
+        down[index] -= eps
+        numeric = ((reference(up) - reference(down)) * g).sum() / (2 * eps)
+        assert d_w[index] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
+
+
 def test_softmax_pooling_gradient_graph_has_no_channel_by_channel_tensor():
     """The CPU gradient of a rank-4 broadcast matmul builds [B, L/2, C, C]; the pooling must not."""
     channels, length = 24, 64

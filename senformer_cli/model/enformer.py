@@ -108,29 +108,32 @@ class Enformer(snt.Module):
         transformer = self._trunk.layers[2]
         return [block.layers[0]._module.layers[1] for block in transformer.layers]
 
-    def _blockwise_trunk(self, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
+    def _blockwise_trunk(self, inputs: tf.Tensor, is_training: bool, train_only_transformer: bool,
+                         **kwargs) -> tf.Tensor:
         """The trunk block by block. With `config.recompute` (gradient checkpointing) the stem,
         each conv tower block, each transformer block and the final pointwise block keep only
         their input for the backward pass and are recomputed there, so it holds one block's
         activations at a time; with `config.tile_length` the stem and conv tower blocks longer
-        than it run (and are recomputed) tile by tile."""
+        than it run (and are recomputed) tile by tile. `train_only_transformer`: the other
+        blocks run in inference mode (fine-tuning the attention only)."""
         config = self.config
         stem, conv_tower, transformer, crop_final, final_pointwise = self._trunk.layers
+        others_training = is_training and not train_only_transformer
 
-        def call(block, outputs: tf.Tensor, tile: bool = False) -> tf.Tensor:
+        def call(block, outputs: tf.Tensor, training: bool, tile: bool = False) -> tf.Tensor:
             if tile and config.tile_length and outputs.shape[1] > config.tile_length:
-                return tiled_call(block, outputs, is_training=is_training,
+                return tiled_call(block, outputs, is_training=training,
                                   tile_length=config.tile_length)
             if config.recompute:
-                return recompute_call(block, outputs, is_training=is_training, **kwargs)
-            return block(outputs, is_training=is_training, **kwargs)
+                return recompute_call(block, outputs, is_training=training, **kwargs)
+            return block(outputs, is_training=training, **kwargs)
 
         outputs = inputs
         for block in [stem, *conv_tower.layers]:
-            outputs = call(block, outputs, tile=True)
+            outputs = call(block, outputs, others_training, tile=True)
         for block in transformer.layers:
-            outputs = call(block, outputs)
-        return call(final_pointwise, crop_final(outputs))
+            outputs = call(block, outputs, is_training)
+        return call(final_pointwise, crop_final(outputs), others_training)
 
     def padding_mask(self, inputs: tf.Tensor) -> tf.Tensor:
         """[B, L, 4] one-hot -> [B, tokens] bool: False where all of a token's bases are N."""
@@ -138,11 +141,13 @@ class Enformer(snt.Module):
         has_base = tf.reduce_max(inputs, axis=-1) > 0  # [B, L]
         return tf.reduce_any(tf.reshape(has_base, [-1, config.num_tokens, config.bin_size]), axis=-1)
 
-    def __call__(self, inputs: tf.Tensor, is_training: bool,
-                 seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}.
+    def embedding(self, inputs: tf.Tensor, is_training: bool, seed: tf.Tensor | None = None,
+                  train_only_transformer: bool = False) -> tf.Tensor:
+        """inputs [B, L, 4] -> the trunk's embedding [B, target_length, 2 * channels], through
+        recompute and tiling when the config asks for them (the heads' common input).
 
         seed: [2] int, draw every dropout mask statelessly from it (training replays exactly).
+        train_only_transformer: only the transformer in training mode (needs the variables).
         """
         kwargs = {"key_mask": self.padding_mask(inputs)} if self.config.mask_padding else {}
         if self.config.recompute and is_training and seed is None:
@@ -150,10 +155,22 @@ class Enformer(snt.Module):
             seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         if seed is not None:
             kwargs["seed"] = seed
-        if (self.config.recompute or self.config.tile_length) and self._called:
-            trunk_embedding = self._blockwise_trunk(inputs, is_training=is_training, **kwargs)
+        blockwise = self.config.recompute or self.config.tile_length or train_only_transformer
+        if blockwise and self._called:
+            embedding = self._blockwise_trunk(inputs, is_training, train_only_transformer, **kwargs)
+        elif train_only_transformer:
+            raise ValueError("train_only_transformer needs the model's variables: call it once")
         else:  # the first call creates the variables the blockwise trunk differentiates
-            trunk_embedding = self._trunk(inputs, is_training=is_training, **kwargs)
+            embedding = self._trunk(inputs, is_training=is_training, **kwargs)
         self._called = True
+        return embedding
+
+    def __call__(self, inputs: tf.Tensor, is_training: bool,
+                 seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """inputs [B, L, 4] float one-hot -> {head: [B, target_length, tracks]}.
+
+        seed: [2] int, draw every dropout mask statelessly from it (training replays exactly).
+        """
+        trunk_embedding = self.embedding(inputs, is_training, seed)
         return {head: module(trunk_embedding, is_training=is_training)
                 for head, module in self._heads.items()}

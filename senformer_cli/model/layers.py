@@ -126,6 +126,8 @@ class SoftmaxPooling1D(snt.Module):
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         _, length, num_features = inputs.shape
         self._initialize(num_features)
+        if self._pool_size == 2:
+            return self._pool_pairs(inputs)
         windows = tf.reshape(inputs, (-1, length // self._pool_size, self._pool_size, num_features))
         # The linear runs on [B * L, C]: applied to the rank-4 windows, TensorFlow's CPU gradient of
         # the broadcast matmul builds a [B, L / 2, C, C] tensor of per-position outer products
@@ -134,6 +136,20 @@ class SoftmaxPooling1D(snt.Module):
                             tf.shape(windows))
         weights = tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-2), inputs.dtype)
         return tf.reduce_sum(windows * weights, axis=-2)
+
+    def _pool_pairs(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Pool size 2 (every pooling of Enformer) in closed form: the softmax of a pair is
+        sigmoid(l0 - l1), and the logits are linear without bias, so l0 - l1 = (x0 - x1) @ W.
+        So y = x1 + sigmoid((x0 - x1) @ W) * (x0 - x1): one [B * L / 2, C] matmul instead of a
+        [B * L, C] one and no softmax over a middle axis (several times faster on CPU, forward
+        and backward). Same variables, same numbers (within rounding)."""
+        _, length, num_features = inputs.shape
+        pairs = tf.reshape(inputs, (-1, 2, num_features))  # [B * L / 2, 2, C]
+        first, second = pairs[:, 0], pairs[:, 1]
+        difference = first - second
+        weight = tf.sigmoid(tf.cast(self._logit_linear(difference), tf.float32))
+        pooled = second + tf.cast(weight, inputs.dtype) * difference
+        return tf.reshape(pooled, (-1, length // 2, num_features))
 
 
 class MaxPooling1D(snt.Module):

@@ -59,7 +59,11 @@ def plot_profile(result: dict[str, Any], path: Path | str) -> Path:
     what = "one attention layer" if result["component"] == "attention" else result["base"]
     for axis, label in ((memory_axis, "peak memory (GB)"), (time_axis, f"seconds per {unit}")):
         axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
+        if any(line.get_ydata().size for line in axis.get_lines()):
+            axis.set_yscale("log")
+        else:  # nothing ran (every configuration over the limit or failed): no log axis to draw
+            axis.text(0.5, 0.5, "no configuration ran", transform=axis.transAxes, ha="center",
+                      va="center", fontsize=9, color="grey")
         axis.set_xlabel("input length (bp)")
         axis.set_ylabel(label)
         axis.grid(True, which="both", alpha=0.3)

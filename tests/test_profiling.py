@@ -180,8 +180,12 @@ def test_out_directory_with_files_is_refused_without_overwrite(tiny_profile):
 
 
 def test_configuration_over_the_limit_is_a_row_and_is_not_run(tmp_path):
-    result = invoke(*TINY, "--lengths", "4096,8192", "--max-memory", "100MB", "--json")
+    result = invoke(*TINY, "--lengths", "4096,8192", "--max-memory", "100MB", "--json",
+                    "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
+    # Nothing ran, and the files are still written (the plot has no log axis without data).
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "profile.csv", "profile.json", "profile.png"]
     document = json.loads(result.stdout)
     assert len(document["rows"]) == 4
     for row in document["rows"]:

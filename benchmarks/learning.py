@@ -115,8 +115,8 @@ def main() -> None:
     results, curves = [], {}
     with tempfile.TemporaryDirectory(prefix="senformer-bench-learning-") as tmp:
         root = args.out or Path(tmp)
-        for attention in args.attention:
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed by seed, so a partial run compares both models
+            for attention in args.attention:
                 run = train_run(root / f"{attention}-seed{seed}", data, attention, seed, args.steps,
                                 args.eval_every, args.extra)
                 rows = curve(run)

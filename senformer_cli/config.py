@@ -286,6 +286,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRECISIONS = ("fp32", "bf16")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "tpu")
 TRAINABLE = ("all", "attention", "heads")
+HEAD_INITS = ("model", "mean")
 
 
 @dataclass
@@ -321,6 +322,11 @@ class TrainConfig:
     # Fine-tuning and hardware.
     init_from: str | None = None
     trainable: str = "all"
+    # Heads trained from scratch: "model" keeps the model's random initialisation (the published
+    # code's); "mean" starts each at the best constant prediction (weights 0, bias the inverse
+    # softplus of each track's mean over the first training records), which skips the long
+    # plateau of a small model (README, "Learning").
+    head_init: str = "model"
     precision: str = "fp32"
     strategy: str = "auto"
     jit_compile: bool = False
@@ -366,7 +372,7 @@ class TrainConfig:
         if self.init_from is not None and not isinstance(self.init_from, str):
             bad("init_from", "must be a model spec (a string) or null")
         for name, choices in (("trainable", TRAINABLE), ("precision", PRECISIONS),
-                              ("strategy", STRATEGIES)):
+                              ("strategy", STRATEGIES), ("head_init", HEAD_INITS)):
             if getattr(self, name) not in choices:
                 bad(name, f"must be one of {', '.join(choices)}")
 
@@ -408,7 +414,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # A few CPU minutes on the synthetic data (`senformer train` with no --data).
     "tiny": {"steps": 600, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 50,
              "clip_norm": 1.0, "eval_every": 50, "eval_sequences": 32, "checkpoint_every": 50,
-             "log_every": 10},
+             "log_every": 10, "head_init": "mean"},
 }
 
 

@@ -542,6 +542,36 @@ def copy_weights(source, target, skip_heads: Sequence[str] = ()) -> list[str]:
     return untouched
 
 
+def track_means(data_dir: str, head: str, config: ModelConfig, genome: str | None = None,
+                records: int = 64) -> np.ndarray:
+    """Each track's mean target over the first `records` records of the train split (file order,
+    no augmentation): [tracks], float64."""
+    from senformer_cli.data import load_dataset
+
+    loaded = load_dataset({head: data_dir}, "train", config, batch_size=8, shuffle=False,
+                          genomes={head: genome} if genome else None)
+    total, count = 0.0, 0
+    for _, targets in loaded[head].dataset.take(-(-records // 8)):
+        values = targets.numpy().astype(np.float64)
+        total = total + values.sum(axis=(0, 1))
+        count += values.shape[0] * values.shape[1]
+    if not count:
+        raise SenformerError(f"{data_dir}: the train split holds no records")
+    return total / count
+
+
+def initialise_heads_at_mean(model, means: Mapping[str, np.ndarray]) -> None:
+    """Start each head of `means` at the best constant prediction: the linear's weights 0 and its
+    bias softplus^-1(track mean), so the output is the mean everywhere. Training then grows the
+    weights along the trunk features that explain the targets, instead of first shrinking random
+    weights whose noise the Poisson loss punishes (which also shrinks the trunk's gradient)."""
+    for head, mean in means.items():
+        linear = model.heads[head].layers[0]
+        mean = np.maximum(np.asarray(mean, np.float64), 1e-4)
+        linear.w.assign(np.zeros(linear.w.shape, np.float32))
+        linear.b.assign(np.log(np.expm1(mean)).astype(np.float32))  # softplus^-1
+
+
 # ==================================================================== validation
 @dataclass
 class Validation:
@@ -748,6 +778,11 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
         create_variables(model, strategy)
         if plan.initial is not None:
             copy_weights(plan.initial.model, model, skip_heads=plan.new_heads)
+        fresh = heads if plan.initial is None else [h for h in heads if h in plan.new_heads]
+        if train.head_init == "mean" and fresh and not plan.resume:
+            initialise_heads_at_mean(model, {
+                head: track_means(train.data[head], head, config, train.genomes.get(head))
+                for head in fresh})
         per_head = {head: trainable_variables(model, train.trainable, head, plan.new_heads)
                     for head in heads}
         chosen = {v.ref() for variables in per_head.values() for v in variables}

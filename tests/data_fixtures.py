@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
@@ -45,3 +46,16 @@ def reference_sheet(reference_dir: Path, organism: str) -> Path:
     if not path.is_file():
         pytest.skip(f"published targets sheet {path} is absent")
     return path
+
+
+def raw_targets(root: Path, organism: str, split: str) -> np.ndarray:
+    """float16 targets parsed from the record files in file order, independently of the loader."""
+    files = sorted((root / organism / "tfrecords").glob(f"{split}-*.tfr"),
+                   key=lambda p: int(p.stem.split("-")[1]))
+    import tensorflow as tf
+
+    out = []
+    for serialized in tf.data.TFRecordDataset([str(f) for f in files], compression_type="ZLIB"):
+        example = tf.train.Example.FromString(serialized.numpy())
+        out.append(np.frombuffer(example.features.feature["target"].bytes_list.value[0], np.float16))
+    return np.stack(out).reshape(len(out), 128, -1)

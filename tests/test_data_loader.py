@@ -8,7 +8,7 @@ import numpy as np
 import pyfaidx
 import pytest
 import tensorflow as tf
-from data_fixtures import copy_of, reverse_complement, synthetic
+from data_fixtures import copy_of, raw_targets, reverse_complement, synthetic
 
 from senformer_cli.config import ModelConfig
 from senformer_cli.data import load_dataset
@@ -39,17 +39,6 @@ def fasta_window(root: Path, organism: str, chrom: str, start: int, end: int) ->
     length = len(fasta[chrom])
     inside = str(fasta[chrom][max(start, 0):min(end, length)]).upper()
     return "N" * max(0, -start) + inside + "N" * max(0, end - length)
-
-
-def raw_targets(root: Path, organism: str, split: str) -> np.ndarray:
-    """float16 targets parsed from the record files in file order, independently of the loader."""
-    files = sorted((root / organism / "tfrecords").glob(f"{split}-*.tfr"),
-                   key=lambda p: int(p.stem.split("-")[1]))
-    out = []
-    for serialized in tf.data.TFRecordDataset([str(f) for f in files], compression_type="ZLIB"):
-        example = tf.train.Example.FromString(serialized.numpy())
-        out.append(np.frombuffer(example.features.feature["target"].bytes_list.value[0], np.float16))
-    return np.stack(out).reshape(len(out), 128, -1)
 
 
 def all_batches(loaded, head: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import raw_targets
 from train_fixtures import (NO_DROPOUT, SMALL, checkpoint_weights, cli_args, data_args,
                             latest_step, run_cli, train_synthetic)
 
@@ -106,6 +107,13 @@ def test_first_steps_equal_a_hand_computed_update(data: Path, tmp_path: Path):
     batches = iter(loaded["human"].dataset)
     model = build_model(config)
     create_variables(model)
+    # The tiny recipe starts the heads at the mean (head_init="mean"): weights 0, bias the inverse
+    # softplus of each track's mean target over the train records (all 8 here).
+    assert recipe.head_init == "mean"
+    linear = model.heads["human"].layers[0]
+    linear.w.assign(tf.zeros_like(linear.w))
+    linear.b.assign(np.log(np.expm1(raw_targets(data, "human", "train").astype(np.float64)
+                                    .mean(axis=(0, 1)))).astype(np.float32))
     variables = model.trunk.trainable_variables + model.heads["human"].trainable_variables
     m = [np.zeros(v.shape) for v in variables]
     s = [np.zeros(v.shape) for v in variables]
@@ -140,6 +148,27 @@ def test_first_steps_equal_a_hand_computed_update(data: Path, tmp_path: Path):
         moved += name.endswith("moving_mean/average") and not np.allclose(value, 0)
     assert moved > 0  # batch norm ran in training mode and its averages were checked too
     assert recipe.examples_per_step == 4
+
+
+def test_heads_start_at_the_track_means(data: Path):
+    """`head_init="mean"`: each track's mean over the train records, computed from the record
+    files directly, and a model whose every output is that mean, whatever the input."""
+    import tensorflow as tf
+
+    from senformer_cli.model import build_model
+    from senformer_cli.training import create_variables, initialise_heads_at_mean, track_means
+
+    config = ModelConfig.from_preset("tiny", **SMALL)
+    expected = raw_targets(data, "human", "train").astype(np.float64).mean(axis=(0, 1))
+    means = track_means(str(data / "human"), "human", config, str(data / "human.fa"))
+    np.testing.assert_allclose(means, expected, rtol=1e-6)
+    assert means.std() > 0.1 * means.mean()  # tracks differ: one constant would not do
+    model = build_model(config)
+    create_variables(model)
+    initialise_heads_at_mean(model, {"human": means})
+    x = tf.one_hot(np.random.default_rng(0).integers(0, 4, (2, config.sequence_length)), 4)
+    prediction = model(x, is_training=False)["human"].numpy()
+    np.testing.assert_allclose(prediction, np.broadcast_to(expected, prediction.shape), rtol=1e-5)
 
 
 # ------------------------------------------------------------------ one reference run
@@ -205,6 +234,22 @@ def test_run_directory_holds_config_checkpoints_metrics_and_logs(reference):
     assert names == ["ckpt-4.index", "ckpt-6.index"]
     assert 'model_checkpoint_path: "ckpt-6"' in (run / "checkpoints" / "checkpoint").read_text()
     assert list((run / "logs").glob("events.out.tfevents.*"))
+
+
+def test_training_starts_the_heads_at_the_track_means(reference, data: Path):
+    """Four steps in (two per head, Adam moving each weight by at most about the learning rate,
+    0.002, a step), each head's weights are still near 0 and its biases near the inverse softplus
+    of the track means: the tiny recipe's head_init="mean" was applied (random weights are
+    ~0.1)."""
+    run, _, _, _ = reference
+    weights = checkpoint_weights(run / "checkpoints" / "ckpt-4",
+                                 ModelConfig.from_preset("tiny", **SMALL))
+    for head in ("human", "mouse"):
+        mean = raw_targets(data, head, "train").astype(np.float64).mean(axis=(0, 1))
+        w = weights[f"_heads/{head}/_layers/0/w"]
+        b = weights[f"_heads/{head}/_layers/0/b"]
+        assert np.abs(w).max() < 0.01
+        np.testing.assert_allclose(b, np.log(np.expm1(mean)), atol=0.01)
 
 
 def test_heads_alternate_step_by_step(reference):

@@ -43,6 +43,7 @@ def test_train_config_json_round_trip(tmp_path: Path):
     ("precision", "fp16", "fp32, bf16"),
     ("strategy", "horovod", "one-device"),
     ("trainable", "mlp", "attention"),
+    ("head_init", "zeros", "model, mean"),
     ("reverse_complement", 1, "true or false"),
     ("data", {"human": 3}, "head names to paths"),
 ])
@@ -62,7 +63,7 @@ def test_tiny_recipe_differs_from_the_paper_only_where_stated():
     tiny, paper = TrainConfig.for_preset("tiny").to_dict(), TrainConfig().to_dict()
     changed = {k for k in paper if tiny[k] != paper[k]}
     assert changed == {"steps", "batch_size", "learning_rate", "warmup_steps", "clip_norm",
-                       "eval_every", "eval_sequences", "checkpoint_every"}
+                       "eval_every", "eval_sequences", "checkpoint_every", "head_init"}
     assert TrainConfig.for_preset("s-enformer") == TrainConfig()
 
 

@@ -8,8 +8,8 @@ The effect at an output bin is the mean over repeats and tracks of |mutant - ref
 Beside the measurement, the *theoretical* receptive field is computed from the architecture itself
 (the convolution widths and pooling sizes read off the built model, the crop, and the attention
 pattern of every transformer layer), and the float32 noise floor is measured: the largest change
-that round-off alone gives when the same sequence is predicted at another position of the batch.
-An effect counts as "reached" only above that floor.
+that round-off alone gives when the same sequence is predicted at another position of the batch,
+and at least 4 float32 ulps of the largest output. An effect counts as "reached" only above it.
 
 All randomness comes from one `numpy.random.Generator` seeded with `seed`, drawn one repeat at a
 time (sequence, then the substitution), so the numbers do not depend on the batch size, and every
@@ -37,6 +37,9 @@ WHERE = ("left flank", "inside", "right flank")
 # Batches per model whose sequences are predicted a second time, rolled by one place in the batch,
 # to measure the round-off floor (spread over the positions; ~1% of the batches by default).
 NOISE_BATCHES = 2
+# The floor is never below this many float32 ulps of the largest output: matmul kernels may round
+# a batch's last rows differently, which a one-row roll of a few batches need not meet.
+FLOOR_ULPS = 4
 ProgressFn = Callable[[int, int], None]
 
 
@@ -698,7 +701,7 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
         spread = np.linspace(0, reference_batches - 1, min(noise_batches, reference_batches))
         noise_at = {int(k) for k in spread.round()}
     sums = np.zeros((len(positions), config.target_length), np.float64)
-    noise_floor = 0.0
+    noise_floor, largest = 0.0, 0.0
     sequences = 0
     # Trace every path outside the timed loop.
     if status is not None:
@@ -725,6 +728,7 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
             out_ref, out_mut = predictor.pair(x_ref, x_mut, positions[index])
             sequences += 2 * len(x_ref)
         difference = np.abs(out_mut - out_ref)  # [n, bins, tracks]
+        largest = max(largest, float(np.abs(out_ref).max()))
         sums[index] += difference.mean(axis=-1, dtype=np.float64).sum(axis=0)
         if fresh and fresh_number in noise_at:
             # The same references again, each one row further down the batch.
@@ -736,6 +740,7 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
         if progress is not None:
             progress(len(x_ref))
     seconds = time.perf_counter() - start
+    noise_floor = max(noise_floor, FLOOR_ULPS * float(np.finfo(np.float32).eps) * largest)
     effects = sums / repeats
     return ModelMeasurement(
         name=item.name, description=item.description, kind=item.kind, spec=item.spec, config=config,
@@ -818,7 +823,8 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
                 "sequence_length": models[0].config.sequence_length,
                 "effect": "mean over repeats and tracks of |mutant - reference| per output bin",
                 "noise_floor": "largest |difference| between two predictions of the same sequence "
-                               "at different batch positions"}
+                               f"at different batch positions, at least {FLOOR_ULPS} float32 ulps "
+                               "of the largest output"}
     return ReceptiveFieldResult(settings, measurements)
 
 

@@ -519,7 +519,10 @@ def receptive_field(summary: dict[str, Any]) -> None:
         console.print()
         console.print(f"[bold]{model['name']}[/]: {model['description']}", highlight=False)
         console.print(f"theoretical field: {model['theoretical_receptive_field']}", highlight=False)
-        console.print(f"noise floor (float32 round-off: the same sequence at another batch row) "
+        from senformer_cli.receptive_field import FLOOR_ULPS
+
+        console.print(f"noise floor (float32 round-off: the same sequence at another batch row; "
+                      f"at least {FLOOR_ULPS} ulps of the largest output) "
                       f"{model['noise_floor']:.3g}; a bin counts as reached above it; "
                       f"{model['sequences_per_second']:.1f} sequences/s", highlight=False)
         table = Table(title=f"{model['sequence_length']:,} bp -> {model['target_length']} bins of "

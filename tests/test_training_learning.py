@@ -8,8 +8,8 @@ same data set and recipe): the mean r over these three types at step 350 was 0.4
 six runs (0.56 for this test's S-Enformer seed 0), at step 50 |r| <= 0.03. The threshold, 0.3,
 fails a recipe that is still on the plateau at step 350 (seed 1's runs were there until step
 200-300). The ChIP TF tracks are left out: their motif is learnt later and not by every seed
-within 600 steps (README, "Learning on the synthetic data"). About 5 minutes on two CPU cores:
-slow (`make test-slow`)."""
+within 600 steps (README, "Learning on the synthetic data"). About 6-8 minutes on two CPU cores
+(it writes the data set first): slow (`make test-slow`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +27,8 @@ STEPS = 350
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in synthetic set (`senformer data synth`'s defaults), the calibration's data."""
+    """The built-in synthetic set's arguments (seed 0, the tiny preset's splits and files): the
+    calibration's data."""
     return session_synthetic(tmp_path_factory, "synth-tiny-builtin", seed=0,
                              splits={"train": 320, "valid": 32, "test": 32}, records_per_file=64)
 

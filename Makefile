@@ -24,7 +24,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PYTEST) -m slow
 
-# The whole study on the built-in synthetic data (about 10 minutes on 2 CPU cores); the report
+# The whole study on the built-in synthetic data (about 6 minutes on 2 CPU cores); the report
 # lands in demo-out/report.html. Running it again reuses the finished steps.
 demo: $(STAMP)
 	$(VENV)/bin/senformer demo

@@ -542,14 +542,13 @@ def copy_weights(source, target, skip_heads: Sequence[str] = ()) -> list[str]:
     return untouched
 
 
-def track_means(data_dir: str, head: str, config: ModelConfig, genome: str | None = None,
-                records: int = 64) -> np.ndarray:
+def track_means(data_dir: str, head: str, config: ModelConfig, records: int = 64) -> np.ndarray:
     """Each track's mean target over the first `records` records of the train split (file order,
-    no augmentation): [tracks], float64."""
+    no augmentation): [tracks], float64. The targets do not depend on the input's flanks, so no
+    genome is read (they are N)."""
     from senformer_cli.data import load_dataset
 
-    loaded = load_dataset({head: data_dir}, "train", config, batch_size=8, shuffle=False,
-                          genomes={head: genome} if genome else None)
+    loaded = load_dataset({head: data_dir}, "train", config, batch_size=8, shuffle=False)
     total, count = 0.0, 0
     for _, targets in loaded[head].dataset.take(-(-records // 8)):
         values = targets.numpy().astype(np.float64)
@@ -781,7 +780,7 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
         fresh = heads if plan.initial is None else [h for h in heads if h in plan.new_heads]
         if train.head_init == "mean" and fresh and not plan.resume:
             initialise_heads_at_mean(model, {
-                head: track_means(train.data[head], head, config, train.genomes.get(head))
+                head: track_means(train.data[head], head, config)
                 for head in fresh})
         per_head = {head: trainable_variables(model, train.trainable, head, plan.new_heads)
                     for head in heads}

@@ -39,6 +39,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def train_means(data: Path, head: str) -> np.ndarray:
+    """Each track's mean target over the train records, parsed from the record files."""
+    return raw_targets(data, head, "train").astype(np.float64).mean(axis=(0, 1))
+
+
+def inverse_softplus(y: np.ndarray) -> np.ndarray:
+    return np.log(np.expm1(y))
+
+
 # ------------------------------------------------------------------ the recipe's pieces
 def test_poisson_loss_is_the_mean_of_prediction_minus_target_log_prediction():
     from senformer_cli.training import poisson_loss
@@ -112,8 +121,7 @@ def test_first_steps_equal_a_hand_computed_update(data: Path, tmp_path: Path):
     assert recipe.head_init == "mean"
     linear = model.heads["human"].layers[0]
     linear.w.assign(tf.zeros_like(linear.w))
-    linear.b.assign(np.log(np.expm1(raw_targets(data, "human", "train").astype(np.float64)
-                                    .mean(axis=(0, 1)))).astype(np.float32))
+    linear.b.assign(inverse_softplus(train_means(data, "human")).astype(np.float32))
     variables = model.trunk.trainable_variables + model.heads["human"].trainable_variables
     m = [np.zeros(v.shape) for v in variables]
     s = [np.zeros(v.shape) for v in variables]
@@ -159,8 +167,8 @@ def test_heads_start_at_the_track_means(data: Path):
     from senformer_cli.training import create_variables, initialise_heads_at_mean, track_means
 
     config = ModelConfig.from_preset("tiny", **SMALL)
-    expected = raw_targets(data, "human", "train").astype(np.float64).mean(axis=(0, 1))
-    means = track_means(str(data / "human"), "human", config, str(data / "human.fa"))
+    expected = train_means(data, "human")
+    means = track_means(str(data / "human"), "human", config)
     np.testing.assert_allclose(means, expected, rtol=1e-6)
     assert means.std() > 0.1 * means.mean()  # tracks differ: one constant would not do
     model = build_model(config)
@@ -245,11 +253,10 @@ def test_training_starts_the_heads_at_the_track_means(reference, data: Path):
     weights = checkpoint_weights(run / "checkpoints" / "ckpt-4",
                                  ModelConfig.from_preset("tiny", **SMALL))
     for head in ("human", "mouse"):
-        mean = raw_targets(data, head, "train").astype(np.float64).mean(axis=(0, 1))
         w = weights[f"_heads/{head}/_layers/0/w"]
         b = weights[f"_heads/{head}/_layers/0/b"]
         assert np.abs(w).max() < 0.01
-        np.testing.assert_allclose(b, np.log(np.expm1(mean)), atol=0.01)
+        np.testing.assert_allclose(b, inverse_softplus(train_means(data, head)), atol=0.01)
 
 
 def test_heads_alternate_step_by_step(reference):

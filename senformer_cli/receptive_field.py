@@ -17,6 +17,7 @@ model sees the same sequences and mutations.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -557,10 +558,13 @@ class Predictor:
     model, the mutants run the stem and conv tower on a window around the mutation only (long
     enough for every token the mutation can reach, aligned to the bins) whose tokens replace the
     reference's there, then the transformer and heads on every token.
+
+    `xla=True` compiles every pass with XLA (`jit_compile`): on this project's CPU a quarter more
+    sequences per second, for a compile of about a second per pass and batch shape.
     """
 
     def __init__(self, model, head: str, tracks: Sequence[int] | None, *, layout: str = "paired",
-                 local: bool = False):
+                 local: bool = False, xla: bool = False):
         import tensorflow as tf
 
         if layout not in LAYOUTS:
@@ -587,8 +591,9 @@ class Predictor:
             trunk = final(crop(transformer(tokens, is_training=False, **kwargs)), is_training=False)
             return select(head_module(trunk, is_training=False))
 
+        compiled = functools.partial(tf.function, autograph=False, jit_compile=xla)
         sequence = tf.TensorSpec([None, config.sequence_length, 4], tf.float32)
-        self.full = tf.function(full, input_signature=[sequence], autograph=False)
+        self.full = compiled(full, input_signature=[sequence])
         self.window_bp = 0
         if local:
             self.calculator = FieldCalculator(model)
@@ -597,9 +602,9 @@ class Predictor:
                 self.local = False
             else:
                 window = tf.TensorSpec([None, self.window_bp, 4], tf.float32)
-                self.conv = tf.function(conv, input_signature=[sequence], autograph=False)
-                self.conv_window = tf.function(conv, input_signature=[window], autograph=False)
-                self.rest = tf.function(rest, autograph=False)
+                self.conv = compiled(conv, input_signature=[sequence])
+                self.conv_window = compiled(conv, input_signature=[window])
+                self.rest = compiled(rest)
 
     # ------------------------------------------------------------------ windows
     def _span(self, position: int) -> tuple[int, int, int, int]:
@@ -670,19 +675,19 @@ _PREDICTORS: "weakref.WeakKeyDictionary[Any, dict[tuple, Predictor]]" = weakref.
 
 
 def predictor_for(model, head: str, tracks: Sequence[int] | None, *, layout: str = "paired",
-                  local: bool = False) -> Predictor:
+                  local: bool = False, xla: bool = False) -> Predictor:
     """A Predictor, reused while `model` lives (its traced functions are the expensive part)."""
-    key = (head, None if tracks is None else tuple(tracks), layout, local)
+    key = (head, None if tracks is None else tuple(tracks), layout, local, xla)
     cache = _PREDICTORS.setdefault(model, {})
     if key not in cache:
-        cache[key] = Predictor(model, head, tracks, layout=layout, local=local)
+        cache[key] = Predictor(model, head, tracks, layout=layout, local=local, xla=xla)
     return cache[key]
 
 
 def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, head: str,
                   tracks: Sequence[int] | None, seed: int, batch_size: int,
                   layout: str = "paired", local: bool = False, shared: bool = False,
-                  noise_batches: int = NOISE_BATCHES,
+                  xla: bool = False, noise_batches: int = NOISE_BATCHES,
                   progress: Callable[[int], None] | None = None,
                   status: Callable[[str], None] | None = None) -> ModelMeasurement:
     """Run the experiment on one model; `progress(repeats_done)` after every batch.
@@ -693,7 +698,7 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
     positions."""
     config = item.config
     calculator = FieldCalculator(item.model)
-    predictor = predictor_for(item.model, head, tracks, layout=layout, local=local)
+    predictor = predictor_for(item.model, head, tracks, layout=layout, local=local, xla=xla)
     repeats_per_batch = batch_size if layout == "paired" else max(1, batch_size // 2)
     reference_batches = math.ceil(repeats / repeats_per_batch) * (1 if shared else len(positions))
     noise_at = set()
@@ -703,13 +708,14 @@ def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, he
     sums = np.zeros((len(positions), config.target_length), np.float64)
     noise_floor, largest = 0.0, 0.0
     sequences = 0
-    # Trace every path outside the timed loop.
+    # Trace (and with XLA compile) every path and batch shape of the loop outside the timed loop;
+    # the noise-floor batches repeat a single reference to two rows.
     if status is not None:
         status(f"{item.name}: tracing")
     warm = np.zeros([min(repeats_per_batch, repeats), config.sequence_length, 4], np.float32)
     warm[..., 0] = 1
     predictor.pair(warm, warm, positions[0])
-    predictor.references(np.concatenate([warm, warm]))
+    predictor.references(warm if len(warm) > 1 else np.concatenate([warm, warm]))
     if status is not None:
         status(f"{item.name}: measuring")
     start = time.perf_counter()
@@ -789,15 +795,15 @@ def validate(models: Sequence[ModelSpec], *, positions: int | Sequence[int], rep
 def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, repeats: int = 100,
             head: str = "human", tracks: str = "all", seed: int = 0, batch_size: int = 4,
             track_types: dict[str, list[str] | None] | None = None, layout: str = "paired",
-            local: bool = False, shared: bool = False, noise_batches: int = NOISE_BATCHES,
-            progress: ProgressFn | None = None,
+            local: bool = False, shared: bool = False, xla: bool = False,
+            noise_batches: int = NOISE_BATCHES, progress: ProgressFn | None = None,
             status: Callable[[str], None] | None = None) -> ReceptiveFieldResult:
     """Measure every model on the same sequences and mutations (see the module docstring).
 
     `positions` is a count (evenly spaced, ends included) or explicit 0-based bp positions;
     `track_types` maps a model name to its head's track types (for `tracks` = a type).
     `progress(done, total)` counts repeats over all models and positions. `layout` and `local`:
-    see `Predictor`; `shared`: see `mutation_batches`.
+    and `xla`: see `Predictor`; `shared`: see `mutation_batches`.
     """
     chosen, selections = validate(models, positions=positions, repeats=repeats, head=head,
                                   tracks=tracks, batch_size=batch_size, track_types=track_types)
@@ -814,12 +820,12 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
         progress(0, total)
     measurements = [measure_model(m, positions=chosen, repeats=repeats, head=head,
                                   tracks=selection, seed=seed, batch_size=batch_size,
-                                  layout=layout, local=local, shared=shared,
+                                  layout=layout, local=local, shared=shared, xla=xla,
                                   noise_batches=noise_batches, progress=step, status=status)
                     for m, (selection, _) in zip(models, selections)]
     settings = {"positions": chosen, "repeats": repeats, "head": head, "tracks": tracks,
                 "tracks_label": selections[0][1], "seed": seed, "batch_size": batch_size,
-                "layout": layout, "local": local, "shared_sequences": shared,
+                "layout": layout, "local": local, "shared_sequences": shared, "xla": xla,
                 "sequence_length": models[0].config.sequence_length,
                 "effect": "mean over repeats and tracks of |mutant - reference| per output bin",
                 "noise_floor": "largest |difference| between two predictions of the same sequence "
@@ -902,7 +908,7 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
                     num_positions: int = 9, positions: Sequence[int] | None = None,
                     repeats: int = 100, head: str = "human", tracks: str = "all", seed: int = 0,
                     batch_size: int = 4, layout: str = "paired", local: bool = True,
-                    shared: bool = False,
+                    shared: bool = False, xla: bool = True,
                     data: Path | None = None, out: Path | None = None,
                     overwrite: bool = False, progress: ProgressFn | None = None,
                     status: Callable[[str], None] | None = None) -> ReceptiveFieldResult:
@@ -950,7 +956,7 @@ def receptive_field(model_specs: Sequence[str] | None = None, *, overrides: dict
     result = measure(models, positions=positions if positions else num_positions, repeats=repeats,
                      head=head, tracks=tracks, seed=seed, batch_size=batch_size,
                      track_types=track_types, layout=layout, local=local, shared=shared,
-                     progress=progress, status=status)
+                     xla=xla, progress=progress, status=status)
     result.notes = notes
     if out is not None:
         write_outputs(result, out, overwrite)

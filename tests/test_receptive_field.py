@@ -110,9 +110,9 @@ def test_a_base_changes_exactly_the_tokens_of_its_conv_reach(conv_only):
 
 def test_conv_tower_alone_gives_exactly_zero_outside_its_reach_and_nonzero_at_its_edges(conv_only):
     positions = [0, 1500, 1800, 2047, 2048, 2300, 4095, 4096, 6143, 6144, 6400, 8191]
-    for local in (False, True):
+    for local, xla in ((False, False), (True, False), (True, True)):
         result = rf.measure([spec(conv_only)], positions=positions, repeats=2, seed=1, batch_size=4,
-                            local=local)
+                            local=local, xla=xla)
         measured = result.models[0]
         for item in measured.positions:
             field = item.field
@@ -122,7 +122,7 @@ def test_conv_tower_alone_gives_exactly_zero_outside_its_reach_and_nonzero_at_it
                 inside[lo:hi + 1] = True
                 assert item.effect[lo] > measured.noise_floor and item.effect[hi] > measured.noise_floor
                 assert (item.effect[inside] > 0).all()
-            assert (item.effect[~inside] == 0.0).all(), (local, item.position_bp)
+            assert (item.effect[~inside] == 0.0).all(), (local, xla, item.position_bp)
             summary = measured.position_summary(item)
             assert summary["reached_bins"] == inside.sum()
     # The positions beyond 259 bp of the output window reach no bin at all; those within do.
@@ -164,11 +164,13 @@ def test_one_sparse_layer_changes_exactly_the_bins_its_pattern_reaches():
 
 
 # ----------------------------------------------------------------------------- the measurement
-@pytest.mark.parametrize("shared", [False, True])
-def test_effects_equal_a_direct_per_sequence_computation(full_model, shared):
+@pytest.mark.parametrize("shared, local, xla", [(False, False, False), (True, True, False),
+                                                (False, True, True)])
+def test_effects_equal_a_direct_per_sequence_computation(full_model, shared, local, xla):
     """Sequences drawn as documented (default: one repeat at a time, int8 codes, then 1..3 added
     mod 4; shared: the R sequences first, then a [positions, R] table of 1..3), each predicted
-    alone; effect = mean over repeats of the mean over tracks of |mut - ref|."""
+    alone and eagerly; effect = mean over repeats of the mean over tracks of |mut - ref|. The
+    measurement's paths (whole passes, local recompute, XLA) must all give it."""
     positions, repeats, tracks = [100, 4000], 3, [0, 3, 5, 6, 7]
     rng = np.random.default_rng(11)
     if shared:
@@ -188,7 +190,7 @@ def test_effects_equal_a_direct_per_sequence_computation(full_model, shared):
                            .numpy()[0][:, tracks] for c in (codes, mutant)]
             expected[k] += np.abs(predictions[1] - predictions[0]).mean(axis=-1) / repeats
     result = rf.measure([spec(full_model)], positions=positions, repeats=repeats, seed=11,
-                        batch_size=2, tracks="0,3,5-7", shared=shared, local=shared)
+                        batch_size=2, tracks="0,3,5-7", shared=shared, local=local, xla=xla)
     measured = np.array([item.effect for item in result.models[0].positions])
     np.testing.assert_allclose(measured, expected, rtol=1e-4, atol=1e-6)
     assert result.settings["tracks_label"] == "tracks 0,3,5-7"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot
+from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot, one_hot_codes
 from senformer_cli.errors import SenformerError
 
 
@@ -26,6 +26,18 @@ def test_decode_inverts_encode_on_random_dna() -> None:
     rng = np.random.default_rng(0)
     text = "".join(rng.choice(list("ACGTNacgtn"), size=1000))
     assert decode_one_hot(one_hot(encode(text))) == text.upper()
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.float32])
+def test_one_hot_codes_equal_argmax_with_n_for_empty_rows(dtype) -> None:
+    """Every one of the 16 possible rows (multi-hot ones included: the first base set wins, as
+    argmax picks it), in bool, uint8 and float 0/1."""
+    rows = np.array([[(bits >> i) & 1 for i in range(4)] for bits in range(16)], dtype)
+    rng = np.random.default_rng(1)
+    sequence = rows[rng.integers(0, 16, size=5000)]
+    expected = np.where(sequence.any(axis=-1), sequence.argmax(axis=-1), 4)
+    np.testing.assert_array_equal(one_hot_codes(sequence), expected)
+    assert one_hot_codes(sequence).dtype == np.uint8
 
 
 @pytest.mark.parametrize("text,char,position", [("ACGRT", "R", 3), ("AC-GT", "-", 2),

@@ -50,7 +50,7 @@ from senformer_cli.config import ModelConfig
 from senformer_cli.data.basenji import (ERROR_MARK, ZLIB, Statistics, parse_record,
                                         read_bed, read_statistics, read_targets_for, scan_records,
                                         split_files, tf_reason)
-from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot
+from senformer_cli.data.genome import Genome, decode_one_hot, encode, one_hot, one_hot_codes
 from senformer_cli.errors import SenformerError
 
 LOGGER = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class _Window:
                                      f"{self.record_length} bp")
             codes = self.genome.codes(chrom, start - self.pad, end + self.pad)
             own = codes[self.pad:self.pad + self.record_length]
-            record = np.where(sequence.any(axis=-1), sequence.argmax(axis=-1), 4)
+            record = one_hot_codes(sequence)
             # N on either side is no evidence either way (masked in one assembly, not the other).
             wrong = np.flatnonzero((own != record) & (own != 4) & (record != 4))
             if wrong.size:

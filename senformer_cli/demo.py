@@ -372,6 +372,9 @@ def _receptive_field_step(runs: dict[str, Path], plan: DemoPlan, out_dir: Path,
     result = receptive_field([str(runs[name]) for name in names], num_positions=plan.rf_positions,
                              repeats=plan.rf_repeats, head=HEAD, seed=plan.seed,
                              batch_size=plan.rf_batch_size, shared=True,
+                             # A few dozen batches: compiling each pass with XLA costs more than
+                             # it saves (the subcommand's default run has 450 batches per model).
+                             xla=False,
                              progress=lambda done, total: progress(done, total))
     for measurement, name in zip(result.models, names):
         measurement.name = name  # the pair's names instead of their run paths

@@ -802,8 +802,8 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
 
     `positions` is a count (evenly spaced, ends included) or explicit 0-based bp positions;
     `track_types` maps a model name to its head's track types (for `tracks` = a type).
-    `progress(done, total)` counts repeats over all models and positions. `layout` and `local`:
-    and `xla`: see `Predictor`; `shared`: see `mutation_batches`.
+    `progress(done, total)` counts repeats over all models and positions. `layout`, `local` and
+    `xla`: see `Predictor`; `shared`: see `mutation_batches`.
     """
     chosen, selections = validate(models, positions=positions, repeats=repeats, head=head,
                                   tracks=tracks, batch_size=batch_size, track_types=track_types)

@@ -504,6 +504,8 @@ def receptive_field(summary: dict[str, Any]) -> None:
     """Tables for `senformer receptive-field`: one per model, one row per mutated position."""
     from rich import box
 
+    from senformer_cli.receptive_field import FLOOR_ULPS
+
     settings = summary["settings"]
     for note in summary["notes"]:
         console.print(f"[yellow]{note}[/]", highlight=False)
@@ -519,8 +521,6 @@ def receptive_field(summary: dict[str, Any]) -> None:
         console.print()
         console.print(f"[bold]{model['name']}[/]: {model['description']}", highlight=False)
         console.print(f"theoretical field: {model['theoretical_receptive_field']}", highlight=False)
-        from senformer_cli.receptive_field import FLOOR_ULPS
-
         console.print(f"noise floor (float32 round-off: the same sequence at another batch row; "
                       f"at least {FLOOR_ULPS} ulps of the largest output) "
                       f"{model['noise_floor']:.3g}; a bin counts as reached above it; "

@@ -29,8 +29,11 @@ STEPS = 350
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in synthetic set's arguments (seed 0, the tiny preset's splits and files): the
     calibration's data."""
+    from senformer_cli.data.synthetic import SYNTH_PRESETS
+
+    preset = SYNTH_PRESETS["tiny"]
     return session_synthetic(tmp_path_factory, "synth-tiny-builtin", seed=0,
-                             splits={"train": 320, "valid": 32, "test": 32}, records_per_file=64)
+                             splits=dict(preset.splits), records_per_file=preset.records_per_file)
 
 
 def test_tiny_recipe_lifts_validation_r_above_the_calibrated_threshold(data: Path, tmp_path: Path):

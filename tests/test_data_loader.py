@@ -80,7 +80,10 @@ def test_reverse_complement_and_shift_are_seeded_and_correct(data: Path) -> None
                   max_shift=3, seed=11)
     sequences, targets = all_batches(load_dataset(data / "human", "train", CONFIG, **kwargs), "human")
     again, _ = all_batches(load_dataset(data / "human", "train", CONFIG, **kwargs), "human")
-    np.testing.assert_array_equal(sequences, again)
+    np.testing.assert_array_equal(sequences, again)  # the same seed, the same draws...
+    other, _ = all_batches(load_dataset(data / "human", "train", CONFIG, **{**kwargs, "seed": 12}),
+                           "human")
+    assert not np.array_equal(sequences, other)  # ...another seed, other draws (unshuffled order)
     plain = raw_targets(data, "human", "train").astype(np.float32)
     flips, shifts = [], []
     for sequence, target, plain_target, (chrom, start, end) in zip(
@@ -125,19 +128,29 @@ def one_file_per_split(source: Path, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("layout", ["files-of-2", "one-file"])
+@pytest.mark.parametrize("layout", ["files-of-2", "one-file", "file-order-only"])
 def test_shuffling_is_seeded(data: Path, tmp_path: Path, layout: str) -> None:
-    root = data if layout == "files-of-2" else one_file_per_split(data, tmp_path)
+    """Both shuffles take the seed: the record shuffle alone (one file), the file shuffle alone (a
+    shuffle buffer of 1 keeps each file's records in order), and both together."""
+    root = one_file_per_split(data, tmp_path) if layout == "one-file" else data
+    buffer = 1 if layout == "file-order-only" else 64
     plain = raw_targets(root, "human", "train").astype(np.float32)
 
     def order(seed: int) -> list[int]:
-        return record_order(load_dataset(root / "human", "train", CONFIG, batch_size=1, seed=seed),
-                            "human", plain)
+        return record_order(load_dataset(root / "human", "train", CONFIG, batch_size=1, seed=seed,
+                                         shuffle_buffer=buffer), "human", plain)
 
-    orders = {seed: order(seed) for seed in (1, 2, 3)}
+    # Three files give only 6 file orders (and 3 interleaved streams of them), so several seeds.
+    seeds = (1, 2, 3) if buffer > 1 else (1, 2, 3, 4, 5, 6)
+    orders = {seed: order(seed) for seed in seeds}
     assert all(sorted(o) == list(range(6)) for o in orders.values())  # a permutation
     assert order(1) == orders[1] and order(3) == orders[3]  # the same seed, the same order
-    assert len({tuple(o) for o in orders.values()}) == 3, orders  # another seed, another order
+    if buffer > 1:
+        assert len({tuple(o) for o in orders.values()}) == 3, orders  # another seed, another order
+    else:
+        assert len({tuple(o) for o in orders.values()}) >= 3, orders
+        for o in orders.values():  # records 2k, 2k + 1 of file k stay in file order
+            assert all(o.index(2 * k) < o.index(2 * k + 1) for k in range(3)), o
 
 
 def test_organisms_alternate_and_are_labelled(data: Path) -> None:

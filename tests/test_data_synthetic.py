@@ -179,12 +179,21 @@ def at(bins: dict, site: str, **farther_than: float) -> np.ndarray:
     return where
 
 
+def nearly_all_above_background(bins: dict, kind: str, where: np.ndarray) -> float:
+    """The fraction of the bins `where` whose mean `kind` signal is above the 99th percentile of
+    the bins more than 2 kb from every site (a peak at nearly every site, not only on average)."""
+    nearest = np.min(np.stack(list(bins["distance"].values())), axis=0)
+    threshold = np.quantile(bins["signal"][kind][nearest > 2000], 0.99)
+    return float((bins["signal"][kind][where] > threshold).mean())
+
+
 def test_dnase_and_atac_peak_at_every_motif(bins: dict) -> None:
     nearest = np.min(np.stack(list(bins["distance"].values())), axis=0)
     background = mean_where(bins, "accessibility", nearest > 2000)
     assert background < 0.5  # the background rate (0.2 per bin) with Poisson noise
     for site in ("promoter", "enhancer", "insulator", "tf"):
         assert mean_where(bins, "accessibility", at(bins, site)) > 2.5, site
+        assert nearly_all_above_background(bins, "accessibility", at(bins, site)) >= 0.9, site
     # A sharp peak: nothing left 600-1,200 bp from an enhancer.
     distance = bins["distance"]
     ring = (distance["enhancer"] > 600) & (distance["enhancer"] < 1200)
@@ -222,6 +231,8 @@ def test_h3k4me3_domains_around_promoters_only(bins: dict) -> None:
 def test_ctcf_peaks_at_insulators_and_fosl2_at_tf_motifs(bins: dict) -> None:
     assert mean_where(bins, "CTCF", at(bins, "insulator")) > 4.0
     assert mean_where(bins, "FOSL2", at(bins, "tf")) > 4.0
+    assert nearly_all_above_background(bins, "CTCF", at(bins, "insulator")) >= 0.75
+    assert nearly_all_above_background(bins, "FOSL2", at(bins, "tf")) >= 0.75
     # Each factor only at its own motif.
     assert mean_where(bins, "CTCF", at(bins, "tf", insulator=1000)) < 0.5
     assert mean_where(bins, "FOSL2", at(bins, "insulator", tf=1000)) < 0.6

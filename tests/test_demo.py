@@ -396,6 +396,8 @@ def test_evaluate_pretrained_with_data_but_no_weights_names_only_the_weights(cac
     result = invoke("evaluate", "--model", "enformer-pretrained", "--data", tmp_path,
                     "--genome", tmp_path / "hg38.ml.fa")
     assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error:")
     flat = " ".join(result.stderr.split())
     assert "needs the published weights:" in flat and "basenji_barnyard" not in flat
 

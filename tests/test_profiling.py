@@ -175,7 +175,9 @@ def test_profile_png_is_a_real_picture(tiny_profile):
 def test_out_directory_with_files_is_refused_without_overwrite(tiny_profile):
     result = invoke(*TINY, "--lengths", "4096", "--max-memory", "1MB", "--out",
                     str(tiny_profile["out"]))
-    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--overwrite" in lines[0], lines
     assert (tiny_profile["out"] / "profile.png").exists()
 
 

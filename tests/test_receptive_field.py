@@ -334,7 +334,9 @@ def test_command_writes_csv_summary_and_figure(tmp_path):
     # A second run into the same folder is refused without --overwrite, and nothing changes.
     before = (out / "summary.json").read_text()
     again = runner.invoke(app, ["receptive-field", *SMALL_ARGS, "--repeats", "1", "--out", str(out)])
-    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    assert again.exit_code == 2 and again.stdout == "", again.output
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--overwrite" in lines[0], lines
     assert (out / "summary.json").read_text() == before
 
 

@@ -29,15 +29,26 @@ def test_unrelated_skip():
 '''
 
 
-def run_pytest(tmp_path: Path, reference: Path, **env: str) -> tuple[int, dict[str, str], str]:
-    """(exit code, {test name: passed | failed | skipped} from pytest's JUnit XML, output)."""
+def guarded_suite(tmp_path: Path) -> Path:
+    """The three tests above beside a copy of this suite's conftest."""
     suite = tmp_path / "suite"
     suite.mkdir(exist_ok=True)
     shutil.copy(Path(__file__).with_name("conftest.py"), suite / "conftest.py")
     (suite / "test_guarded.py").write_text(TESTS)
+    return suite
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the variables that switch the guard on."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("CI", "SENFORMER_REQUIRE_REFERENCE", "PYTEST_ADDOPTS")}
+
+
+def run_pytest(tmp_path: Path, reference: Path, **env: str) -> tuple[int, dict[str, str], str]:
+    """(exit code, {test name: passed | failed | skipped} from pytest's JUnit XML, output)."""
+    suite = guarded_suite(tmp_path)
     report = tmp_path / "report.xml"
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in ("CI", "SENFORMER_REQUIRE_REFERENCE", "PYTEST_ADDOPTS")}
+    environment = clean_environment()
     environment.update(SENFORMER_REFERENCE_DIR=str(reference), **env)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              f"--junitxml={report}", str(suite)], cwd=suite, env=environment,
@@ -79,3 +90,38 @@ def test_with_the_reference_present_ci_passes(tmp_path: Path) -> None:
     (reference / "no_such_file.npz").unlink()
     assert run_pytest(tmp_path, reference, CI="true")[1]["test_skips_inside"] == "failed"
     assert run_pytest(tmp_path, reference, CI="0")[1]["test_skips_inside"] == "skipped"
+
+
+@pytest.mark.parametrize("present", [False, True], ids=["reference-absent", "reference-present"])
+def test_ci_entry_point_fails_when_a_reference_test_skips(tmp_path: Path, present: bool) -> None:
+    """`.ci/run` itself: a `make` on PATH that records its arguments and directory and runs the
+    guarded suite with the environment `.ci/run` gives it. With the reference absent `.ci/run` must
+    exit non-zero (its reference tests fail instead of skipping); with it present, 0. The -rs it
+    adds lists the unrelated skip."""
+    repository = Path(__file__).resolve().parents[1]
+    suite = guarded_suite(tmp_path)
+    reference = tmp_path / "reference"
+    if present:
+        reference.mkdir()
+        (reference / "no_such_file.npz").write_bytes(b"")
+    calls = tmp_path / "make-calls.txt"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    make = bin_dir / "make"
+    make.write_text("#!/bin/sh\n"
+                    f'echo "$* in $PWD" >> "{calls}"\n'
+                    f'exec "{sys.executable}" -m pytest -q -p no:cacheprovider "{suite}"\n')
+    make.chmod(0o755)
+    environment = clean_environment()
+    environment.update(PATH=f"{bin_dir}{os.pathsep}{environment.get('PATH', '')}",
+                       SENFORMER_REFERENCE_DIR=str(reference))
+    result = subprocess.run(["bash", str(repository / ".ci" / "run")], env=environment,
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert calls.read_text().splitlines() == [f"test in {repository}"]
+    assert "SKIPPED" in output and "not a reference test" in output  # -rs reached pytest
+    if present:
+        assert result.returncode == 0, output
+    else:
+        assert result.returncode != 0, output
+        assert "reference data not found" in output and "CI requires it" in output

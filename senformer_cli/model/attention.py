@@ -138,7 +138,7 @@ class MultiheadAttention(snt.Module):
 
     def _relative_keys(self, features: tf.Tensor) -> tf.Tensor:
         """The positional features [2T-1, F] projected by r_k_layer: r_k [H, 2T-1, K]."""
-        return self._heads(self._r_k_layer, features[tf.newaxis])[0]
+        return tf.squeeze(self._heads(self._r_k_layer, tf.expand_dims(features, 0)), 0)
 
     def _dropout_seed(self, is_training: bool, seed: tf.Tensor | None = None) -> tf.Tensor | None:
         """The seed of the stateless attention dropout (None when there is no dropout): derived
@@ -175,7 +175,8 @@ def dense_attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, table: tf.Tensor, 
     Returns [B, H, Tq, V].
     """
     content_logits = tf.matmul(q + r_w_bias, k, transpose_b=True)  # [B, H, Tq, T]
-    relative_logits = tf.matmul(q + r_r_bias, table[tf.newaxis], transpose_b=True)  # [B, H, Tq, T+Tq-1]
+    # [B, H, Tq, T+Tq-1]
+    relative_logits = tf.matmul(q + r_r_bias, tf.expand_dims(table, 0), transpose_b=True)
     return weighted_values(content_logits + skew(relative_logits), v, mask=mask,
                            dropout_rate=dropout_rate, seed=seed)
 

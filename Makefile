@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Two pytest workers, each test file on one (its module fixtures built once): much of the suite's
-# time is single-threaded Python tracing TensorFlow graphs.
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+# time is single-threaded Python tracing TensorFlow graphs. Files go out in collection order, which
+# tests/conftest.py puts longest first (pytest-xdist would otherwise order them by test count).
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(PYTEST)

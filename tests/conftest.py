@@ -30,6 +30,23 @@ def reference_required() -> bool:
     return flag("CI") or flag("SENFORMER_REQUIRE_REFERENCE")
 
 
+# The test files that take longest, longest first (measured with `--durations`). `make test` runs
+# whole files on two workers (`--dist loadfile --no-loadscope-reorder`), handing out files in
+# collection order: with these first, the long files start at once and the short ones fill in at
+# the end, instead of a long file starting last while the other worker idles.
+LONGEST_FIRST = ("test_demo.py", "test_training.py", "test_receptive_field.py",
+                 "test_profiling.py", "test_training_finetune.py", "test_recompute.py",
+                 "test_model_load.py", "test_sparse_attention.py", "test_model_enformer.py",
+                 "test_tiling.py", "test_cli_evaluate.py", "test_evaluation.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files of LONGEST_FIRST first, in that order; the rest after them as collected (a stable
+    sort: the tests of a file keep their order)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """The published Enformer's reference outputs (`../shared/reference/`); skip where absent

@@ -5,6 +5,8 @@ random blocks, checkpoints, the presets' parameter counts and the traced graph's
 Fresh random inputs everywhere; small sizes so the whole file stays fast on a busy 2-core CPU."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -423,17 +425,18 @@ def traced_and_run_shapes(layer: MultiheadAttention, num_tokens: int, channels: 
     count, shape)} of the executed ones)."""
     from tensorflow.python.debug.lib.debug_events_reader import DebugDataReader
 
+    x = tf.random.normal([1, num_tokens, channels])
+    layer(x)  # the variables first, so the step is traced once (creating them takes a second trace)
     tf.debugging.experimental.enable_dump_debug_info(
         str(dump_dir), tensor_debug_mode="SHAPE", circular_buffer_size=-1)
     try:
-        @tf.function
+        @functools.partial(tf.function, autograph=False)
         def step(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 loss = tf.reduce_sum(layer(x, is_training=True))
             return tape.gradient(loss, [x] + list(layer.trainable_variables))
 
-        x = tf.random.normal([1, num_tokens, channels])
         step(x)
         graph = step.get_concrete_function(x).graph
     finally:

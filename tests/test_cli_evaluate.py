@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from cli_checks import user_error
 from eval_fixtures import TEST_RECORDS, eval_synthetic, write_evaluation_folder
 from senformer_cli.cli import app
 from senformer_cli.data.targets import TRACK_TYPES
@@ -41,16 +42,6 @@ def evaluated(data, tmp_path_factory):
                     data / "human.fa", "--batch-size", "2", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), out
-
-
-def user_error(result, needle: str) -> str:
-    """Exit code 2, nothing on stdout, one line on stderr that contains `needle`."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert result.stdout == ""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:") and needle in lines[0], lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------- evaluate

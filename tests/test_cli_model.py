@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import user_error
 from typer.testing import CliRunner
 
 from senformer_cli.cli import app
@@ -128,12 +129,7 @@ def test_user_errors_are_one_line_and_exit_2(args, needle, tmp_path: Path):
     ModelConfig.from_preset("tiny", attention="full", num_transformer_layers=1).save(config)
     not_an_object.write_text("[96, 2]")
     args = [{"CONFIG": str(config), "NOT_AN_OBJECT": str(not_an_object)}.get(a, a) for a in args]
-    result = invoke("model", "summary", *args)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert lines[0].startswith("error:")
-    assert result.stdout == ""
+    user_error(invoke("model", "summary", *args), needle)
 
 
 # ----------------------------------------------------------------------------- the published model

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from cli_checks import user_error
 from data_fixtures import copy_of, synthetic
 from typer.testing import CliRunner
 
@@ -116,11 +117,8 @@ def test_loader_names_the_file_and_record(data: Path, tmp_path: Path, case: str)
 def assert_cli_error(result, pattern: str) -> None:
     """Exit code 2, exactly one line on stderr (`error: ...`) matching `pattern`, nothing on
     stdout."""
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines[0]
-    assert result.stdout == ""
+    line = user_error(result)
+    assert re.search(pattern, line), line
 
 
 @pytest.mark.parametrize("case", CASES)

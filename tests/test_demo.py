@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from cli_checks import user_error
 from typer.testing import CliRunner
 
 from senformer_cli.cli import app
@@ -324,11 +325,7 @@ def test_demo_refuses_a_foreign_folder_and_another_plan(tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     for args, needle in (((foreign,), "not a demo's"), ((out,), "--quick")):
-        result = invoke("demo", "--out", *args)
-        assert result.exit_code == 2, result.output
-        assert result.stdout == ""
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], lines
+        user_error(invoke("demo", "--out", *args), needle)
     assert (foreign / "notes.txt").read_text() == "mine"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_checks import user_error
 from typer.testing import CliRunner
 
 from senformer_cli.cli import app
@@ -29,14 +30,6 @@ def one_hot_batch(batch: int, length: int, seed: int) -> np.ndarray:
     """Random one-hot DNA with some N (all-zero) positions, float32 [batch, length, 4]."""
     index = np.random.default_rng(seed).integers(0, 5, size=(batch, length))
     return np.eye(5, 4, dtype=np.float32)[index]
-
-
-def user_error(result, needle: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert lines[0].startswith("error:")
-    assert result.stdout == ""
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import user_error
 from typer.testing import CliRunner
 
 from senformer_cli.cli import app
@@ -175,9 +176,7 @@ def test_profile_png_is_a_real_picture(tiny_profile):
 def test_out_directory_with_files_is_refused_without_overwrite(tiny_profile):
     result = invoke(*TINY, "--lengths", "4096", "--max-memory", "1MB", "--out",
                     str(tiny_profile["out"]))
-    assert result.exit_code == 2 and result.stdout == "", result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "--overwrite" in lines[0], lines
+    user_error(result, "--overwrite")
     assert (tiny_profile["out"] / "profile.png").exists()
 
 
@@ -220,9 +219,4 @@ def test_child_going_over_the_limit_is_stopped_and_reported():
     (TINY + ["--set", "recompute=maybe"], "recompute"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
-    result = invoke(*args)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert lines[0].startswith("error:")
-    assert result.stdout == ""
+    user_error(invoke(*args), needle)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from scipy import stats
+from cli_checks import user_error
 from typer.testing import CliRunner
 
 from senformer_cli import receptive_field as rf
@@ -334,9 +335,7 @@ def test_command_writes_csv_summary_and_figure(tmp_path):
     # A second run into the same folder is refused without --overwrite, and nothing changes.
     before = (out / "summary.json").read_text()
     again = runner.invoke(app, ["receptive-field", *SMALL_ARGS, "--repeats", "1", "--out", str(out)])
-    assert again.exit_code == 2 and again.stdout == "", again.output
-    lines = [line for line in again.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "--overwrite" in lines[0], lines
+    user_error(again, "--overwrite")
     assert (out / "summary.json").read_text() == before
 
 
@@ -354,10 +353,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle)
     out = tmp_path / "out"
     result = runner.invoke(app, ["receptive-field", *base, *args, "--repeats" if "--repeats" not in args
                                  else "--seed", "1", "--positions", "2", "--out", str(out)])
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert result.stdout == ""
+    user_error(result, needle)
     assert not out.exists()
 
 

@@ -410,6 +410,7 @@ class ModelMeasurement:
     seconds: float
     sequences: int
     where: Callable[[int], str]
+    shares_tower_with: str | None = None  # the model whose reference activations it reused
 
     @property
     def sequences_per_second(self) -> float:
@@ -460,6 +461,7 @@ class ModelMeasurement:
             "conv_tower_span_bp": self.token_span_bp,
             "noise_floor": self.noise_floor,
             "seconds": self.seconds, "sequences": self.sequences,
+            "conv_tower_shared_with": self.shares_tower_with,
             "sequences_per_second": self.sequences_per_second,
             "positions": positions,
         }
@@ -557,7 +559,9 @@ class Predictor:
     `local=True` recomputes only what a base change can change: the references run the whole
     model, the mutants run the stem and conv tower on a window around the mutation only (long
     enough for every token the mutation can reach, aligned to the bins) whose tokens replace the
-    reference's there, then the transformer and heads on every token.
+    reference's there, then the transformer and heads on every token. The references' conv tower
+    runs one sequence per call (a batch's full-length activations overflow the CPU caches: on this
+    project's CPU a sequence alone is 16% faster at the tiny width).
 
     `xla=True` compiles every pass with XLA (`jit_compile`): on this project's CPU a quarter more
     sequences per second, for a compile of about a second per pass and batch shape.
@@ -629,26 +633,34 @@ class Predictor:
         return start, first, last
 
     # ------------------------------------------------------------------ predictions
-    def references(self, x: np.ndarray) -> np.ndarray:
-        """Predictions of a batch of references by the path the references take."""
-        return self.reference_state(x)[0]
-
-    def reference_state(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(predictions, conv-tower tokens or None) of a batch of references."""
+    def reference_state(self, x: np.ndarray, tokens: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, conv-tower tokens or None) of a batch of references; `tokens`: their
+        conv-tower activations if already computed (local only)."""
         if self.local:
-            tokens = self.conv(x).numpy()
+            if tokens is None:
+                tokens = self.reference_tokens(x)
             return self.rest(tokens).numpy(), tokens
         return self.full(x).numpy(), None
 
+    def reference_tokens(self, x: np.ndarray) -> np.ndarray:
+        """Conv-tower activations of whole sequences, one sequence per call (local only)."""
+        return np.concatenate([self.conv(x[i:i + 1]).numpy() for i in range(len(x))])
+
     def mutant_outputs(self, state: tuple[np.ndarray, np.ndarray | None], mutants: np.ndarray,
-                       position: int) -> np.ndarray:
-        """Predictions of the mutants of the references in `state` (paired layout)."""
+                       position: int, tokens: np.ndarray | None = None) -> np.ndarray:
+        """Predictions of the mutants of the references in `state` (paired layout); `tokens`:
+        their conv-tower activations if already computed (local only)."""
         if not self.local:
             return self.full(mutants).numpy()
-        return self.rest(self._mutant_tokens(state[1], mutants, position)).numpy()
+        if tokens is None:
+            tokens = self.mutant_tokens(state[1], mutants, position)
+        return self.rest(tokens).numpy()
 
-    def _mutant_tokens(self, reference_tokens: np.ndarray, mutants: np.ndarray, position: int
-                       ) -> np.ndarray:
+    def mutant_tokens(self, reference_tokens: np.ndarray, mutants: np.ndarray, position: int
+                      ) -> np.ndarray:
+        """The mutants' conv-tower activations: the references' with the tokens the mutation can
+        reach recomputed from a window around it (local only)."""
         start, first, last = self.window(position)
         window_tokens = self.conv_window(mutants[:, start:start + self.window_bp]).numpy()
         mutant_tokens = reference_tokens.copy()
@@ -665,8 +677,8 @@ class Predictor:
         if not self.local:
             both = self.full(_interleave(references, mutants)).numpy()
         else:
-            reference_tokens = self.conv(references).numpy()
-            mutant_tokens = self._mutant_tokens(reference_tokens, mutants, position)
+            reference_tokens = self.reference_tokens(references)
+            mutant_tokens = self.mutant_tokens(reference_tokens, mutants, position)
             both = self.rest(_interleave(reference_tokens, mutant_tokens)).numpy()
         return both[0::2], both[1::2]
 
@@ -684,77 +696,174 @@ def predictor_for(model, head: str, tracks: Sequence[int] | None, *, layout: str
     return cache[key]
 
 
-def measure_model(item: ModelSpec, *, positions: Sequence[int], repeats: int, head: str,
-                  tracks: Sequence[int] | None, seed: int, batch_size: int,
-                  layout: str = "paired", local: bool = False, shared: bool = False,
-                  xla: bool = False, noise_batches: int = NOISE_BATCHES,
-                  progress: Callable[[int], None] | None = None,
-                  status: Callable[[str], None] | None = None) -> ModelMeasurement:
-    """Run the experiment on one model; `progress(repeats_done)` after every batch.
+# Config fields besides the variables that decide what the stem and conv tower compute.
+TOWER_FIELDS = ("channels", "pooling", "num_conv_tower_blocks", "conv_tower_divisible_by",
+                "sequence_length", "tile_length")
+
+
+def tower_fingerprint(model) -> str:
+    """A digest of everything that decides the stem's and conv tower's output: their variables
+    (names, shapes, values, batch-norm statistics included) and the config fields that shape them.
+    Models with equal digests give bit-identical conv-tower activations for the same input (the
+    S-Enformer recipe fine-tunes only attention, so its tower is the published Enformer's)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    config = model.config
+    digest.update(repr([(name, getattr(config, name)) for name in TOWER_FIELDS]).encode())
+    stem, tower = model.trunk.layers[:2]
+    for variable in stem.variables + tower.variables:
+        value = variable.numpy()
+        digest.update(f"{variable.name}{value.shape}{value.dtype}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+class _ModelRun:
+    """One model's side of the measurement loop: its predictor, running sums, noise floor and
+    clock. `tower_key` is set when the references' conv-tower activations are computed apart
+    from the rest (paired layout, local recompute) and so can be shared with an identical tower."""
+
+    def __init__(self, item: ModelSpec, *, positions: Sequence[int], head: str,
+                 tracks: Sequence[int] | None, layout: str, local: bool, xla: bool):
+        self.item, self.positions, self.layout = item, positions, layout
+        self.calculator = FieldCalculator(item.model)
+        self.predictor = predictor_for(item.model, head, tracks, layout=layout, local=local,
+                                       xla=xla)
+        self.tower_key = (tower_fingerprint(item.model)
+                          if layout == "paired" and self.predictor.local else None)
+        self.shares_tower_with: str | None = None
+        self.sums = np.zeros((len(positions), item.config.target_length), np.float64)
+        self.noise_floor = self.largest = self.seconds = 0.0
+        self.sequences = 0
+        self.state: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def warm(self, repeats_per_batch: int, towers: dict[tuple[str, str], np.ndarray]) -> None:
+        """Trace (and with XLA compile) every path and batch shape of the loop: one batch of it
+        (noise floor included), whose results are then dropped."""
+        warm = np.zeros([repeats_per_batch, self.item.config.sequence_length, 4], np.float32)
+        warm[..., 0] = 1
+        self.batch(0, warm, warm, True, True, towers)
+        self.sums[:] = 0
+        self.noise_floor = self.largest = self.seconds = 0.0
+        self.sequences, self.state = 0, None
+
+    def _tokens(self, towers: dict[tuple[str, str], np.ndarray], name: str,
+                compute: Callable[[], np.ndarray]) -> np.ndarray | None:
+        """This batch's conv-tower activations `name` as an identical tower computed them, or
+        computed here and kept for the next; None where the tower is not computed apart."""
+        if self.tower_key is None:
+            return None
+        key = (self.tower_key, name)
+        if key not in towers:
+            towers[key] = compute()
+        return towers[key]
+
+    def batch(self, index: int, x_ref: np.ndarray, x_mut: np.ndarray, fresh: bool,
+              noise: bool, towers: dict[tuple[str, str], np.ndarray]) -> None:
+        """One batch of repeats at position `index`. `towers`: this batch's conv-tower
+        activations of the references and mutants by (`tower_key`, name), filled by the first
+        model of each key; `noise`: also measure the round-off floor on these references."""
+        start = time.perf_counter()
+        predictor, position = self.predictor, self.positions[index]
+        if self.layout == "paired":
+            if fresh or self.state is None:
+                tokens = self._tokens(towers, "references",
+                                      lambda: predictor.reference_tokens(x_ref))
+                self.state = predictor.reference_state(x_ref, tokens)
+                self.sequences += len(x_ref)
+            out_ref = self.state[0]
+            tokens = self._tokens(towers, "mutants",
+                                  lambda: predictor.mutant_tokens(self.state[1], x_mut, position))
+            out_mut = predictor.mutant_outputs(self.state, x_mut, position, tokens)
+            self.sequences += len(x_mut)
+        else:
+            out_ref, out_mut = predictor.pair(x_ref, x_mut, position)
+            self.sequences += 2 * len(x_ref)
+        difference = np.abs(out_mut - out_ref)  # [n, bins, tracks]
+        self.largest = max(self.largest, float(np.abs(out_ref).max()))
+        self.sums[index] += difference.mean(axis=-1, dtype=np.float64).sum(axis=0)
+        if noise:
+            # The same references again, each one row further down the batch (the references'
+            # conv tower runs a sequence at a time, so their tokens move with them exactly).
+            again = x_ref if len(x_ref) > 1 else np.concatenate([x_ref, x_ref])
+            tokens = self.state[1] if self.layout == "paired" else None
+            if tokens is not None and len(x_ref) == 1:
+                tokens = np.concatenate([tokens, tokens])
+            first = out_ref if len(x_ref) > 1 else predictor.reference_state(again, tokens)[0]
+            second = predictor.reference_state(
+                np.roll(again, 1, axis=0), None if tokens is None else np.roll(tokens, 1, axis=0))[0]
+            self.sequences += len(again) * (2 if len(x_ref) == 1 else 1)
+            self.noise_floor = max(self.noise_floor,
+                                   float(np.abs(np.roll(first, 1, axis=0) - second).max()))
+        self.seconds += time.perf_counter() - start
+
+    def result(self, repeats: int) -> ModelMeasurement:
+        item, calculator = self.item, self.calculator
+        noise_floor = max(self.noise_floor,
+                          FLOOR_ULPS * float(np.finfo(np.float32).eps) * self.largest)
+        effects = self.sums / repeats
+        return ModelMeasurement(
+            name=item.name, description=item.description, kind=item.kind, spec=item.spec,
+            config=item.config, field_statement=calculator.statement(),
+            token_span_bp=calculator.token_span_bp(), window_bp=calculator.window_bp,
+            bin_centres_bp=calculator.bin_centres_bp(), noise_floor=noise_floor,
+            positions=[PositionEffect(p, effects[i], calculator.field(p))
+                       for i, p in enumerate(self.positions)],
+            seconds=self.seconds, sequences=self.sequences, where=calculator.where,
+            shares_tower_with=self.shares_tower_with)
+
+
+def measure_models(models: Sequence[ModelSpec], selections: Sequence[Sequence[int] | None], *,
+                   positions: Sequence[int], repeats: int, head: str, seed: int, batch_size: int,
+                   layout: str = "paired", local: bool = False, shared: bool = False,
+                   xla: bool = False, noise_batches: int = NOISE_BATCHES,
+                   progress: Callable[[int], None] | None = None,
+                   status: Callable[[str], None] | None = None) -> list[ModelMeasurement]:
+    """Run the experiment on every model in step, batch by batch; `progress(repeats_done)` after
+    every model's batch.
 
     `batch_size` is the number of sequences per forward pass: `paired` runs `batch_size` repeats
     per pair of passes, `same-batch` `batch_size // 2` per pass. With `shared` sequences (see
     `mutation_batches`) and the paired layout a batch of references is predicted once for all
-    positions."""
-    config = item.config
-    calculator = FieldCalculator(item.model)
-    predictor = predictor_for(item.model, head, tracks, layout=layout, local=local, xla=xla)
+    positions. Models whose stems and conv towers are identical (`tower_fingerprint`) compute a
+    batch's conv-tower activations of the references and of the mutants once (paired layout,
+    local recompute) and never trace their own tower: the same bits each would compute, since the
+    same input meets the same weights in the same computation. Each model's clock counts only its
+    own calls."""
+    runs = [_ModelRun(item, positions=positions, head=head, tracks=selection, layout=layout,
+                      local=local, xla=xla) for item, selection in zip(models, selections)]
+    for k, run in enumerate(runs):
+        run.shares_tower_with = next((other.item.name for other in runs[:k]
+                                      if run.tower_key and other.tower_key == run.tower_key), None)
     repeats_per_batch = batch_size if layout == "paired" else max(1, batch_size // 2)
     reference_batches = math.ceil(repeats / repeats_per_batch) * (1 if shared else len(positions))
     noise_at = set()
     if noise_batches:
         spread = np.linspace(0, reference_batches - 1, min(noise_batches, reference_batches))
         noise_at = {int(k) for k in spread.round()}
-    sums = np.zeros((len(positions), config.target_length), np.float64)
-    noise_floor, largest = 0.0, 0.0
-    sequences = 0
-    # Trace (and with XLA compile) every path and batch shape of the loop outside the timed loop;
-    # the noise-floor batches repeat a single reference to two rows.
+    towers: dict[tuple[str, str], np.ndarray] = {}
+    for run in runs:
+        if status is not None:
+            status(f"{run.item.name}: tracing")
+        run.warm(min(repeats_per_batch, repeats), towers)
+    towers.clear()
     if status is not None:
-        status(f"{item.name}: tracing")
-    warm = np.zeros([min(repeats_per_batch, repeats), config.sequence_length, 4], np.float32)
-    warm[..., 0] = 1
-    predictor.pair(warm, warm, positions[0])
-    predictor.references(warm if len(warm) > 1 else np.concatenate([warm, warm]))
-    if status is not None:
-        status(f"{item.name}: measuring")
-    start = time.perf_counter()
-    fresh_number, state = -1, None
+        status("measuring")
+    fresh_number = -1
     for index, references, mutants, fresh in mutation_batches(
-            seed, config.sequence_length, positions, repeats, repeats_per_batch, shared=shared):
+            seed, models[0].config.sequence_length, positions, repeats, repeats_per_batch,
+            shared=shared):
         x_ref, x_mut = _ONE_HOT[references], _ONE_HOT[mutants]
         fresh_number += fresh
-        if layout == "paired":
-            if fresh or state is None:
-                state = predictor.reference_state(x_ref)
-                sequences += len(x_ref)
-            out_ref, out_mut = state[0], predictor.mutant_outputs(state, x_mut, positions[index])
-            sequences += len(x_mut)
-        else:
-            out_ref, out_mut = predictor.pair(x_ref, x_mut, positions[index])
-            sequences += 2 * len(x_ref)
-        difference = np.abs(out_mut - out_ref)  # [n, bins, tracks]
-        largest = max(largest, float(np.abs(out_ref).max()))
-        sums[index] += difference.mean(axis=-1, dtype=np.float64).sum(axis=0)
-        if fresh and fresh_number in noise_at:
-            # The same references again, each one row further down the batch.
-            again = x_ref if len(x_ref) > 1 else np.concatenate([x_ref, x_ref])
-            first = predictor.references(again) if len(x_ref) == 1 else out_ref
-            second = predictor.references(np.roll(again, 1, axis=0))
-            sequences += len(again) * (2 if len(x_ref) == 1 else 1)
-            noise_floor = max(noise_floor, float(np.abs(np.roll(first, 1, axis=0) - second).max()))
-        if progress is not None:
-            progress(len(x_ref))
-    seconds = time.perf_counter() - start
-    noise_floor = max(noise_floor, FLOOR_ULPS * float(np.finfo(np.float32).eps) * largest)
-    effects = sums / repeats
-    return ModelMeasurement(
-        name=item.name, description=item.description, kind=item.kind, spec=item.spec, config=config,
-        field_statement=calculator.statement(), token_span_bp=calculator.token_span_bp(),
-        window_bp=calculator.window_bp, bin_centres_bp=calculator.bin_centres_bp(),
-        noise_floor=noise_floor,
-        positions=[PositionEffect(p, effects[i], calculator.field(p)) for i, p in enumerate(positions)],
-        seconds=seconds, sequences=sequences, where=calculator.where)
+        for key in [key for key in towers if fresh or key[1] == "mutants"]:
+            del towers[key]
+        noise = fresh and fresh_number in noise_at
+        for run in runs:
+            run.batch(index, x_ref, x_mut, fresh, noise, towers)
+            if progress is not None:
+                progress(len(x_ref))
+    return [run.result(repeats) for run in runs]
 
 
 def validate(models: Sequence[ModelSpec], *, positions: int | Sequence[int], repeats: int,
@@ -818,11 +927,11 @@ def measure(models: Sequence[ModelSpec], *, positions: int | Sequence[int] = 9, 
 
     if progress is not None:
         progress(0, total)
-    measurements = [measure_model(m, positions=chosen, repeats=repeats, head=head,
-                                  tracks=selection, seed=seed, batch_size=batch_size,
-                                  layout=layout, local=local, shared=shared, xla=xla,
-                                  noise_batches=noise_batches, progress=step, status=status)
-                    for m, (selection, _) in zip(models, selections)]
+    measurements = measure_models(models, [selection for selection, _ in selections],
+                                  positions=chosen, repeats=repeats, head=head, seed=seed,
+                                  batch_size=batch_size, layout=layout, local=local, shared=shared,
+                                  xla=xla, noise_batches=noise_batches, progress=step,
+                                  status=status)
     settings = {"positions": chosen, "repeats": repeats, "head": head, "tracks": tracks,
                 "tracks_label": selections[0][1], "seed": seed, "batch_size": batch_size,
                 "layout": layout, "local": local, "shared_sequences": shared, "xla": xla,

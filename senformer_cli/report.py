@@ -524,7 +524,10 @@ def receptive_field(summary: dict[str, Any]) -> None:
         console.print(f"noise floor (float32 round-off: the same sequence at another batch row; "
                       f"at least {FLOOR_ULPS} ulps of the largest output) "
                       f"{model['noise_floor']:.3g}; a bin counts as reached above it; "
-                      f"{model['sequences_per_second']:.1f} sequences/s", highlight=False)
+                      f"{model['sequences_per_second']:.1f} sequences/s"
+                      + (f" (conv tower identical to {model['conv_tower_shared_with']}'s: its "
+                         "activations of the references reused)"
+                         if model.get("conv_tower_shared_with") else ""), highlight=False)
         table = Table(title=f"{model['sequence_length']:,} bp -> {model['target_length']} bins of "
                       f"{model['bin_size']} bp, output window {start:,}..{end - 1:,} bp",
                       title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,

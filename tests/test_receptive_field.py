@@ -197,6 +197,32 @@ def test_effects_equal_a_direct_per_sequence_computation(full_model, shared, loc
     assert result.settings["tracks_label"] == "tracks 0,3,5-7"
 
 
+def test_models_with_identical_conv_towers_share_them_and_get_the_same_numbers(full_model):
+    """The tiny presets with full and sparse attention have the same stem and conv tower (same
+    seed), so measured together the second reuses the first's activations; a changed tower
+    weight changes the digest. Each model's effects and floor must be exactly what it gets
+    measured alone (activations shared from another batch or position would change them)."""
+    sparse = build(attention="sparse")
+    digest = rf.tower_fingerprint(sparse.model)
+    assert rf.tower_fingerprint(full_model.model) == digest
+    variable = sparse.model.trunk.layers[1].variables[-1]  # one conv-tower variable changed
+    saved = variable.numpy()
+    variable.assign(saved + 1e-3)
+    assert rf.tower_fingerprint(sparse.model) != digest
+    variable.assign(saved)
+    items = [spec(full_model, "full"), spec(sparse, "sparse")]
+    # Shared sequences: the second position's batches keep the references and change the mutants.
+    settings = dict(positions=[100, 4000], repeats=3, seed=6, batch_size=2, local=True, shared=True)
+    together = rf.measure(items, **settings).models
+    assert [m.shares_tower_with for m in together] == [None, "full"]
+    for item, joint in zip(items, together):
+        alone = rf.measure([item], **settings).models[0]
+        assert alone.shares_tower_with is None
+        assert joint.noise_floor == alone.noise_floor
+        for a, b in zip(joint.positions, alone.positions):
+            assert np.array_equal(a.effect, b.effect)
+
+
 def test_local_recompute_equals_the_full_forward_pass(full_model):
     positions = [0, 2048, 4100, 8191]
     runs = {local: rf.measure([spec(full_model)], positions=positions, repeats=2, seed=2,

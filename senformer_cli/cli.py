@@ -401,7 +401,9 @@ def profile_command(
     mode: str = typer.Option("train", "--mode", help="train (forward, loss, backward, Adam "
                              "update) or predict (forward pass)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Sequences per step."),
-    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median)."),
+    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median); 0: "
+                              "the warm-up steps are the measurement (peak memory for lengths "
+                              "where a step takes minutes; times include tracing)."),
     warmup: int = typer.Option(2, "--warmup", help="Untimed steps first (tracing, allocations)."),
     component: str = typer.Option("model", "--component", help="model (the whole model) or "
                                   "attention (one attention layer alone at length / 128 tokens)."),

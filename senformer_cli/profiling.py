@@ -3,7 +3,8 @@
 Each model x length runs in a fresh child process (`python -m senformer_cli.profiling --child
 SPEC`), so one configuration's memory never leaks into the next. The child builds the model,
 runs `warmup` steps (tracing, first allocations, optimizer slots), then times `steps` steps and
-prints one JSON line.
+prints one JSON line. `steps` 0 measures the warm-up steps themselves (peak and time with tracing):
+for lengths where one step takes many minutes and only the peak matters.
 
 What a row measures:
 
@@ -524,17 +525,17 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             warmup_seconds.append(time.perf_counter() - start)
         result["build_seconds"] = time.perf_counter() - build_start - sum(warmup_seconds)
         result["warmup_seconds"] = warmup_seconds
+        num_steps = spec["steps"]  # 0: memory only, the warm-up steps are the measurement
+        if spec.get("seconds") and num_steps:
+            num_steps = max(3, min(num_steps, int(spec["seconds"] / max(warmup_seconds[-1], 1e-3))))
         allocator_stats = _allocator_stats_available(tf)
         allocator_device = "GPU:0" if gpus else "CPU:0"
-        if allocator_stats:
+        if allocator_stats and num_steps:
             tf.config.experimental.reset_memory_stats(allocator_device)
         if not gpus:
             result["warmup_peak_bytes"] = _status_bytes("VmHWM") - baseline
-            result["peak_reset"] = _reset_peak_rss()
-        num_steps = spec["steps"]
-        if spec.get("seconds"):
-            num_steps = max(3, min(num_steps, int(spec["seconds"] / max(warmup_seconds[-1], 1e-3))))
-        times = []
+            result["peak_reset"] = bool(num_steps) and _reset_peak_rss()
+        times = [] if num_steps else list(warmup_seconds)
         for _ in range(num_steps):
             start = time.perf_counter()
             step().numpy()
@@ -613,12 +614,15 @@ def make_request(*, preset: str | None = None, config_file: Path | None = None,
         raise SenformerError(f"--component '{component}': choose model or attention")
     if precision not in PRECISIONS:
         raise SenformerError(f"--precision '{precision}': choose fp32 or bf16")
-    for name, value, least in (("--batch-size", batch_size, 1), ("--steps", steps, 1),
+    for name, value, least in (("--batch-size", batch_size, 1), ("--steps", steps, 0),
                                ("--warmup", warmup, 1)):
         if value < least:
             raise SenformerError(f"{name} {value}: must be at least {least}")
-    limit = parse_memory(max_memory) if max_memory is not None else None
     notes = []
+    if steps == 0:
+        notes.append("--steps 0: no timed steps; each row's peak memory and step time are those of "
+                     "the warm-up steps, tracing included (for lengths where a step takes minutes)")
+    limit = parse_memory(max_memory) if max_memory is not None else None
     if preset is None and config_file is None:
         if gpu if gpu is not None else gpu_available():
             preset = "enformer"

@@ -206,6 +206,22 @@ def test_child_going_over_the_limit_is_stopped_and_reported():
     assert "went over --max-memory 10 MB" in row["reason"]
 
 
+def test_steps_0_measures_the_warm_up_steps_peak_and_time():
+    """Memory only: no timed steps, and the peak is never reset after the warm-up, so it holds
+    the first step's allocations (the allocator's high-water mark of that step)."""
+    config = profiling.config_for(ModelConfig.from_preset("tiny", **PROFILED), "sparse", 4096)
+    spec = {"config": config.to_dict(), "mode": "train", "batch_size": 1, "steps": 0, "warmup": 1,
+            "precision": "fp32", "component": "model"}
+    row = profiling.run_child(spec)
+    assert row["status"] == "ok" and row["steps"] == 0 and row["peak_reset"] is False
+    assert row["step_seconds"] == row["warmup_seconds"]
+    assert row["seconds_per_step"] == row["warmup_seconds"][0] > 0
+    assert row["peak_memory_bytes"] >= row["warmup_peak_bytes"] > 10_000_000
+    note = profiling.make_request(preset="tiny", overrides={"block_size": 4}, lengths="4096",
+                                  steps=0, max_memory="4GB").notes
+    assert any(n.startswith("--steps 0: no timed steps") for n in note)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args, needle", [
     (TINY + ["--lengths", "5000"], "4,608 or 5,120"),
@@ -217,6 +233,7 @@ def test_child_going_over_the_limit_is_stopped_and_reported():
     (TINY + ["--mode", "fit"], "--mode 'fit'"),
     (TINY + ["--component", "stem"], "--component 'stem'"),
     (TINY + ["--set", "recompute=maybe"], "recompute"),
+    (TINY + ["--steps", "-1"], "--steps -1: must be at least 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     user_error(invoke(*args), needle)

@@ -410,7 +410,7 @@ class ModelMeasurement:
     seconds: float
     sequences: int
     where: Callable[[int], str]
-    shares_tower_with: str | None = None  # the model whose reference activations it reused
+    shares_tower_with: str | None = None  # the model whose conv-tower activations it reused
 
     @property
     def sequences_per_second(self) -> float:

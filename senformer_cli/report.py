@@ -525,8 +525,8 @@ def receptive_field(summary: dict[str, Any]) -> None:
                       f"at least {FLOOR_ULPS} ulps of the largest output) "
                       f"{model['noise_floor']:.3g}; a bin counts as reached above it; "
                       f"{model['sequences_per_second']:.1f} sequences/s"
-                      + (f" (conv tower identical to {model['conv_tower_shared_with']}'s: its "
-                         "activations of the references reused)"
+                      + (f" (conv tower identical to {model['conv_tower_shared_with']}'s: "
+                         "its activations reused)"
                          if model.get("conv_tower_shared_with") else ""), highlight=False)
         table = Table(title=f"{model['sequence_length']:,} bp -> {model['target_length']} bins of "
                       f"{model['bin_size']} bp, output window {start:,}..{end - 1:,} bp",

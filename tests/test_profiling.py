@@ -208,7 +208,7 @@ def test_child_going_over_the_limit_is_stopped_and_reported():
 
 def test_steps_0_measures_the_warm_up_steps_peak_and_time():
     """Memory only: no timed steps, and the peak is never reset after the warm-up, so it holds
-    the first step's allocations (the allocator's high-water mark of that step)."""
+    the first step's allocations (the resident high-water mark, VmHWM, of that step)."""
     config = profiling.config_for(ModelConfig.from_preset("tiny", **PROFILED), "sparse", 4096)
     spec = {"config": config.to_dict(), "mode": "train", "batch_size": 1, "steps": 0, "warmup": 1,
             "precision": "fp32", "component": "model"}

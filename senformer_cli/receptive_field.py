@@ -733,7 +733,11 @@ class _ModelRun:
         self.tower_key = (tower_fingerprint(item.model)
                           if layout == "paired" and self.predictor.local else None)
         self.shares_tower_with: str | None = None
-        self.sums = np.zeros((len(positions), item.config.target_length), np.float64)
+        self._clear()
+
+    def _clear(self) -> None:
+        """No batch measured yet: zero sums, floor and clock, no references held."""
+        self.sums = np.zeros((len(self.positions), self.item.config.target_length), np.float64)
         self.noise_floor = self.largest = self.seconds = 0.0
         self.sequences = 0
         self.state: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -744,9 +748,7 @@ class _ModelRun:
         warm = np.zeros([repeats_per_batch, self.item.config.sequence_length, 4], np.float32)
         warm[..., 0] = 1
         self.batch(0, warm, warm, True, True, towers)
-        self.sums[:] = 0
-        self.noise_floor = self.largest = self.seconds = 0.0
-        self.sequences, self.state = 0, None
+        self._clear()
 
     def _tokens(self, towers: dict[tuple[str, str], np.ndarray], name: str,
                 compute: Callable[[], np.ndarray]) -> np.ndarray | None:

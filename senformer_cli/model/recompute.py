@@ -12,9 +12,13 @@ the block again under its own tape. The recomputation is exact:
 - **Batch norm is not updated twice.** In training mode the forward pass normalises with the batch
   statistics and updates the moving averages; the recomputation (`recomputing()` is True) uses the
   same batch statistics without touching the moving averages.
-- **It runs after the upstream gradient exists.** The recomputation's input gets a data dependency
-  on the incoming gradient, so the graph executor cannot schedule it during the forward pass (and
-  Grappler cannot merge it with the forward ops), which would keep every activation alive again.
+- **It runs after the upstream gradient exists.** The graph executor runs an op as soon as its
+  inputs exist. A recomputation's input gets a data dependency on the incoming gradient
+  (`zero_after`), and its other ops a control dependency on that input, so none of it runs during
+  the forward pass (and Grappler cannot merge it with the forward ops), which would keep every
+  block's activations alive at once again. In the same way the forward pass of a block waits for
+  its input: otherwise the ops that do not read it (the sparse attention's positional tables) run
+  for every layer at the step's start and stay alive until their layer's turn.
 
 Variables are neither created nor renamed here: the model's first call (the one that creates the
 variables) runs the plain trunk, and the wrapping happens at call time, so the model's variable
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import sonnet as snt
 import tensorflow as tf
@@ -69,17 +73,13 @@ def recompute_call(block: snt.Module, inputs: tf.Tensor, *, is_training: bool,
 
     @tf.custom_gradient
     def checkpointed(x: tf.Tensor, *tensors: tf.Tensor):
-        with record.stop_recording():
+        with record.stop_recording(), tf.control_dependencies([x]):
             outputs = run(x, list(tensors))
 
         def gradient(upstream: tf.Tensor, variables: list[tf.Variable] | None = None):
-            # A zero that depends on the upstream gradient: the recomputation waits for it.
-            # (As tf.recompute_grad does: x == x is always true, but only known at run time.)
-            first = tf.cast(tf.reduce_max(tf.reshape(upstream, [-1])[:1]), tf.bool)
-            after = tf.where(tf.equal(first, first), 0.0, float("nan"))
-            x_again = tf.identity(x) + tf.cast(after, x.dtype)
+            x_again = x + tf.cast(zero_after(upstream), x.dtype)  # waits for the gradient
             variables = list(variables or [])
-            with tf.GradientTape() as tape:
+            with tf.GradientTape() as tape, tf.control_dependencies([x_again]):
                 tape.watch(x_again)
                 tape.watch(variables)
                 with _recomputing():
@@ -91,3 +91,24 @@ def recompute_call(block: snt.Module, inputs: tf.Tensor, *, is_training: bool,
         return outputs, gradient
 
     return checkpointed(inputs, *extras)
+
+
+def zero_after(tensor: tf.Tensor) -> tf.Tensor:
+    """An int32 0 computed from `tensor`'s first element: an op that reads it cannot run before
+    `tensor` exists. (A data dependency: first == first is true, NaN aside, but only known at run
+    time, so Grappler cannot fold it away. A NaN gives 0 too.)"""
+    first = tf.reshape(tensor, [-1])[:1]
+    return tf.maximum(tf.cast(tf.reduce_all(tf.equal(first, first)), tf.int32) - 1, 0)
+
+
+def sequential_loop(count: int, body: Callable, *state: Any, after: tf.Tensor | None = None):
+    """state = body(index, *state) (a tuple) for index = 0 .. count - 1, one iteration at a time,
+    in a tf.while_loop. `after`: the loop starts only once this tensor exists. A backward pass's
+    loop that recomputes activations needs it: its first iteration's recomputation does not read
+    the incoming gradient, so the executor would otherwise run it during the forward pass and keep
+    its activations until the gradient arrives."""
+    start = tf.constant(0) if after is None else zero_after(after)
+    final = tf.while_loop(lambda index, *_: index < count,
+                          lambda index, *rest: (index + 1, *body(index, *rest)),
+                          (start, *state), parallel_iterations=1)
+    return final[1:]

@@ -30,6 +30,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from senformer_cli.model.attention import MultiheadAttention, skew, slice_axis, weighted_values
+from senformer_cli.model.recompute import sequential_loop, zero_after
 
 
 def draw_random_blocks(num_blocks: int, num_heads: int, window_blocks: int, num_global_blocks: int,
@@ -321,7 +322,7 @@ class _Pieces:
         gradient of a while loop adds a whole-size k and v gradient per iteration.) The table
         must be constant here. -> [B, T, H, V]."""
         n, b = self.n, self.b
-        step = functools.partial(_loop, num_chunks)
+        step = functools.partial(sequential_loop, num_chunks)
 
         @tf.custom_gradient
         def attend(q, k, v, r_k_weights, r_w_bias, r_r_bias):
@@ -337,7 +338,9 @@ class _Pieces:
 
             def backward(d_output: tf.Tensor):  # [B, T, H, V]
                 batch, heads = tf.shape(q)[0], q.shape[1]
-                q_ends = self.ends(q)
+                # The recomputation waits for d_output, or it would run during the forward pass
+                # and hold its logits until then, in every layer.
+                q_ends = self.ends(q) + tf.cast(zero_after(d_output), q.dtype)
                 with tf.GradientTape() as tape:
                     tape.watch([q_ends, k, v, *parameters])
                     out = self.global_rows(q_ends, k, v, table, *parameters)
@@ -367,7 +370,7 @@ class _Pieces:
                 d_q, d_k, d_v, *d_parameters = step(
                     backward_chunk, tf.TensorArray(q.dtype, size=num_chunks),
                     tf.reshape(d_k, [batch, heads, n, b, -1]),
-                    tf.reshape(d_v, [batch, heads, n, b, -1]), *d_parameters)
+                    tf.reshape(d_v, [batch, heads, n, b, -1]), *d_parameters, after=d_output)
                 d_q = tf.transpose(self.assemble(d_ends, d_q.stack()), [0, 2, 1, 3])
                 return (d_q, tf.reshape(d_k, tf.shape(k)), tf.reshape(d_v, tf.shape(v)),
                         *d_parameters)
@@ -375,14 +378,6 @@ class _Pieces:
             return output, backward
 
         return attend(q, k, v, r_k_weights, r_w_bias, r_r_bias)
-
-
-def _loop(num_chunks: int, body, *state):
-    """state = body(chunk, *state) (a tuple) for chunk = 0 .. num_chunks - 1, one chunk at a time."""
-    final = tf.while_loop(lambda chunk, *_: chunk < num_chunks,
-                          lambda chunk, *rest: (chunk + 1, *body(chunk, *rest)),
-                          (tf.constant(0), *state), parallel_iterations=1)
-    return final[1:]
 
 
 def _relative_queries(queries: tf.Tensor, r_k_weights: tf.Tensor | None) -> tf.Tensor:

@@ -17,7 +17,9 @@ E[x] and E[x^2] per channel, var = E[x^2] - E[x]^2, the formula of Sonnet's Cros
 the stem one. Then the outputs, tile by tile. The moving averages are updated once, as the
 untiled block does. The backward pass (a custom gradient) runs the tiles again under a tape for
 the gradients of the input, the variables and the statistics, then carries the statistics'
-gradients back through the tiles that produced them. Every loop is a sequential tf.while_loop.
+gradients back through the tiles that produced them. Every loop is a sequential tf.while_loop;
+the backward pass's loops start only once the gradients they use exist (`sequential_loop`'s
+`after`), or their first tile would be recomputed during the forward pass and held until then.
 In inference mode the moving averages are the statistics and there is one pass.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tensorflow.python.eager import record
 
 from senformer_cli.config import num_tiles
 from senformer_cli.model.layers import Residual, Sequential
+from senformer_cli.model.recompute import sequential_loop
 
 
 def _batch_norm(module: snt.Module, inputs: tf.Tensor, stats: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
@@ -80,14 +83,6 @@ class _Plan:
         begin = tf.maximum(start - self.halo, 0)
         end = tf.minimum(start + self.tile + self.halo, self.length)
         return begin, end - begin, start - begin
-
-
-def _loop(num_tiles: int, body: Callable, *state):
-    """state = body(index, *state) for index = 0 .. num_tiles - 1, one tile at a time."""
-    final = tf.while_loop(lambda index, *_: index < num_tiles,
-                          lambda index, *rest: (index + 1, *body(index, *rest)),
-                          (tf.constant(0), *state), parallel_iterations=1)
-    return final[1:]
 
 
 def _slice_positions(x: tf.Tensor, begin, size) -> tf.Tensor:
@@ -143,21 +138,24 @@ def tiled_call(block: Sequential, inputs: tf.Tensor, *, is_training: bool, tile_
                 tile_sums = _sums(_slice_positions(x, index * plan.tile, plan.tile))
                 return sums + tile_sums[0], squares + tile_sums[1]
             zeros = tf.zeros([1, 1, x.shape[-1]])
-            stats.append(_moments(*_loop(plan.num_tiles, input_sums, zeros, zeros), count, x.dtype))
+            sums = sequential_loop(plan.num_tiles, input_sums, zeros, zeros)
+            stats.append(_moments(*sums, count, x.dtype))
 
         def stage_sums(index, sums, squares):
             begin, size, offset = plan.window(index)
             tile_sums = _sums(owned(first_stage(_slice_positions(x, begin, size), stats), offset))
             return sums + tile_sums[0], squares + tile_sums[1]
         zeros = tf.zeros([1, 1, conv.output_channels])
-        stats.append(_moments(*_loop(plan.num_tiles, stage_sums, zeros, zeros), count, x.dtype))
+        stats.append(_moments(*sequential_loop(plan.num_tiles, stage_sums, zeros, zeros), count,
+                              x.dtype))
         return stats
 
     def outputs(x: tf.Tensor, stats: list) -> tf.Tensor:
         def body(index, pieces):
             begin, size, offset = plan.window(index)
             return (pieces.write(index, tile_output(_slice_positions(x, begin, size), offset, stats)),)
-        pieces, = _loop(plan.num_tiles, body, tf.TensorArray(x.dtype, size=plan.num_tiles))
+        pieces, = sequential_loop(plan.num_tiles, body,
+                                  tf.TensorArray(x.dtype, size=plan.num_tiles))
         stacked = pieces.stack()  # [tiles, B, tile / 2, C]
         stacked = tf.transpose(stacked, [1, 0, 2, 3])
         return tf.reshape(stacked, [tf.shape(x)[0], length // 2, stacked.shape[-1]])
@@ -215,8 +213,8 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
             d_x = tf.zeros_like(tf.transpose(x, [1, 0, 2]))
             d_stats = [tf.zeros_like(t) for t in flat_stats]
             d_variables = [tf.zeros_like(v) for v in variables]
-            d_x, d_stats, d_variables = _loop(plan.num_tiles, output_tile, d_x, d_stats,
-                                              d_variables)
+            d_x, d_stats, d_variables = sequential_loop(plan.num_tiles, output_tile, d_x, d_stats,
+                                                        d_variables, after=d_y)
             # 2. Back through the statistics, last batch norm first: mean = E[z], var = E[z^2] -
             # mean^2, so z's gradient is (d_mean - 2 mean d_var) / n + 2 z d_var / n.
             for k in reversed(range(len(stats) if batch_statistics else 0)):
@@ -242,8 +240,9 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
                             [a + g for a, g in zip(d_earlier, grads[1:1 + len(earlier)])],
                             [a + g for a, g in zip(d_variables, grads[1 + len(earlier):])])
 
-                d_x, d_earlier, d_variables = _loop(plan.num_tiles, stats_tile, d_x,
-                                                    d_stats[:2 * k], d_variables)
+                d_x, d_earlier, d_variables = sequential_loop(plan.num_tiles, stats_tile, d_x,
+                                                              d_stats[:2 * k], d_variables,
+                                                              after=linear)
                 d_stats = list(d_earlier) + d_stats[2 * k:]
             return tf.transpose(d_x, [1, 0, 2]), d_variables
 

@@ -228,10 +228,22 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
     return stages
 
 
-# Resident memory above the tensors: TensorFlow's graphs and executor, and what the C library's
-# allocator keeps of freed buffers (tiny-width runs: 0.3-0.5 GB).
+# Resident memory above the tensors: TensorFlow's graphs (the traced Python graph and the runtime's
+# optimised copy), the executor, and what the C library's allocator keeps of freed buffers (a
+# forward pass, tiny width: 0.3-0.5 GB). A training step's graph grows with the transformer: the
+# resident peak minus the allocator's peak of live tensors (TF_CPU_ALLOCATOR_USE_BFC=true), with
+# recompute, was 0.43 GB for `tiny` (2 layers) and 1.4 GB for `small` (11 layers), at 65,536 to
+# 262,144 bp.
 OVERHEAD_BYTES = 400e6
+TRAIN_OVERHEAD_BYTES, TRAIN_OVERHEAD_PER_LAYER = 240e6, 105e6
 TENSOR_MARGIN = 1.0
+
+
+def overhead_bytes(config: ModelConfig, mode: str) -> float:
+    """The estimate's resident memory above the tensors."""
+    if mode == "predict":
+        return OVERHEAD_BYTES
+    return TRAIN_OVERHEAD_BYTES + TRAIN_OVERHEAD_PER_LAYER * config.num_transformer_layers
 
 
 def estimate_peak_bytes(config: ModelConfig, mode: str = "train", batch_size: int = 1,
@@ -260,7 +272,7 @@ def estimate_peak_bytes(config: ModelConfig, mode: str = "train", batch_size: in
                         for stage, again in zip(stages, recomputed))
         inputs = config.sequence_length * batch_size * 4
         tensors = params * 4 * 5 + (inputs + kept + transient) * per_float
-    return TENSOR_MARGIN * tensors + OVERHEAD_BYTES
+    return TENSOR_MARGIN * tensors + overhead_bytes(config, mode)
 
 
 # One full attention layer, forward + backward, holds about this many [H, T, T] float32 tensors at

@@ -99,3 +99,31 @@ def test_bad_tile_lengths_name_the_field(tile_length, needle):
     # 6,144 = 3 x 2,048 positions do not split into 4,096 tiles of at most 2.
     with pytest.raises(SenformerError, match=f"tile_length.*{needle}"):
         tiny(tile_length=tile_length).replace(sequence_length=6144)
+
+
+def test_repeated_calls_give_the_same_gradients():
+    """The input gradient is accumulated in place (tiling.py `_add_positions`): its buffer must be
+    new on every call. (Built from zeros_like, Grappler folds it into a constant whose buffer every
+    call adds into: the second call's gradients were 2x the first, the third's 3x.)"""
+    from senformer_cli.model.tiling import tiled_call
+
+    config = tiny()
+    model = build_model(config)
+    model(tf.zeros([1, config.sequence_length, 4]), is_training=False)
+    stem, tower = model.trunk.layers[0], model.trunk.layers[1]
+    rng = np.random.default_rng(4)
+    for block, x in [(stem, tf.one_hot(rng.integers(0, 4, (2, 4096)), 4)),
+                     (tower.layers[0], tf.constant(rng.normal(size=(2, 2048, 48)), tf.float32))]:
+        def gradients(x, upstream, tile_length):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = (tiled_call(block, x, is_training=True, tile_length=tile_length) if tile_length
+                     else block(x, is_training=True))
+            return tape.gradient(y, [x, *block.trainable_variables], output_gradients=upstream)
+
+        upstream = tf.constant(rng.normal(size=block(x, is_training=False).shape), tf.float32)
+        reference = [g.numpy() for g in gradients(x, upstream, 0)]  # untiled, eager
+        compiled = tf.function(gradients, autograph=False)
+        for _ in range(3):
+            for got, want in zip(compiled(x, upstream, TILE), reference):
+                np.testing.assert_allclose(got.numpy(), want, atol=1e-5 * np.abs(want).max())

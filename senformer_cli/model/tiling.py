@@ -32,7 +32,7 @@ from tensorflow.python.eager import record
 
 from senformer_cli.config import num_tiles
 from senformer_cli.model.layers import Residual, Sequential
-from senformer_cli.model.recompute import sequential_loop
+from senformer_cli.model.recompute import sequential_loop, zero_after
 
 
 def _batch_norm(module: snt.Module, inputs: tf.Tensor, stats: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
@@ -209,8 +209,9 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
                         [a + g for a, g in zip(d_variables, grads[1 + len(flat_stats):])])
 
             # The input gradient is accumulated position-major, [L, B, C], so each tile's part is
-            # one scatter-add of its rows.
-            d_x = tf.zeros_like(tf.transpose(x, [1, 0, 2]))
+            # added to its rows in place (`_add_positions`): one whole-length buffer, where a
+            # scatter-add in a loop held two or three (a new output per tile).
+            d_x = _accumulator(tf.transpose(x, [1, 0, 2]), after=d_y)
             d_stats = [tf.zeros_like(t) for t in flat_stats]
             d_variables = [tf.zeros_like(v) for v in variables]
             d_x, d_stats, d_variables = sequential_loop(plan.num_tiles, output_tile, d_x, d_stats,
@@ -223,7 +224,11 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
                 linear = (d_mean - 2.0 * mean * d_var) / tf.cast(count, mean.dtype)
                 quadratic = d_var / tf.cast(count, mean.dtype)
                 if k == 0 and input_statistics:  # a tower block's first statistics: of x itself
-                    d_x = d_x + tf.transpose(linear + 2.0 * x * quadratic, [1, 0, 2])
+                    def input_tile(index, d_x):
+                        start = index * plan.tile
+                        owned_x = _slice_positions(x, start, plan.tile)
+                        return (_add_positions(d_x, start, linear + 2.0 * owned_x * quadratic),)
+                    d_x, = sequential_loop(plan.num_tiles, input_tile, d_x, after=linear)
                     continue
                 earlier = flat_stats[:2 * k]
 
@@ -251,7 +256,16 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
     return run(inputs)
 
 
+def _accumulator(like: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
+    """A new zero tensor shaped like `like`, made once `after` exists, for `_add_positions` to add
+    into in place: an `Empty` op, which makes its own buffer on every run (a zeros_like may be
+    folded into a constant, whose buffer is shared between runs). Without `after` its shape is a
+    constant and the executor makes it at the step's start, for every tiled block at once."""
+    return tf.raw_ops.Empty(shape=tf.shape(like) + zero_after(after), dtype=like.dtype, init=True)
+
+
 def _add_positions(total: tf.Tensor, begin, values: tf.Tensor) -> tf.Tensor:
-    """total [L, B, C] position-major; total[begin:begin + n] += values [B, n, C]."""
+    """total [L, B, C] position-major (an `_accumulator`, read by nothing else);
+    total[begin:begin + n] += values [B, n, C], in total's own buffer (InplaceAdd)."""
     positions = begin + tf.range(tf.shape(values)[1])
-    return tf.tensor_scatter_nd_add(total, positions[:, tf.newaxis], tf.transpose(values, [1, 0, 2]))
+    return tf.raw_ops.InplaceAdd(x=total, i=positions, v=tf.transpose(values, [1, 0, 2]))

@@ -211,7 +211,7 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
             # The input gradient is accumulated position-major, [L, B, C], so each tile's part is
             # added to its rows in place (`_add_positions`): one whole-length buffer, where a
             # scatter-add in a loop held two or three (a new output per tile).
-            d_x = _accumulator(tf.transpose(x, [1, 0, 2]), after=d_y)
+            d_x = _accumulator(tf.gather(tf.shape(x), [1, 0, 2]), x.dtype, after=d_y)
             d_stats = [tf.zeros_like(t) for t in flat_stats]
             d_variables = [tf.zeros_like(v) for v in variables]
             d_x, d_stats, d_variables = sequential_loop(plan.num_tiles, output_tile, d_x, d_stats,
@@ -256,12 +256,12 @@ def _checkpointed(inputs: tf.Tensor, forward: Callable, plan: _Plan, tile_output
     return run(inputs)
 
 
-def _accumulator(like: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
-    """A new zero tensor shaped like `like`, made once `after` exists, for `_add_positions` to add
-    into in place: an `Empty` op, which makes its own buffer on every run (a zeros_like may be
-    folded into a constant, whose buffer is shared between runs). Without `after` its shape is a
-    constant and the executor makes it at the step's start, for every tiled block at once."""
-    return tf.raw_ops.Empty(shape=tf.shape(like) + zero_after(after), dtype=like.dtype, init=True)
+def _accumulator(shape: tf.Tensor, dtype: tf.DType, after: tf.Tensor) -> tf.Tensor:
+    """A new zero tensor of `shape`, made once `after` exists, for `_add_positions` to add into in
+    place: an `Empty` op, which makes its own buffer on every run (a zeros_like may be folded into
+    a constant, whose buffer is shared between runs). Without `after` its shape is a constant and
+    the executor makes it at the step's start, for every tiled block at once."""
+    return tf.raw_ops.Empty(shape=shape + zero_after(after), dtype=dtype, init=True)
 
 
 def _add_positions(total: tf.Tensor, begin, values: tf.Tensor) -> tf.Tensor:

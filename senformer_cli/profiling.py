@@ -10,7 +10,7 @@ What a row measures:
 
 - **Step.** `train`: forward pass in training mode, Poisson loss on the first head against random
   targets, gradients of every variable that loss reaches, clipping to global norm 0.2 and one Adam
-  update (the published recipe's step). `predict`: forward pass in inference mode, every head.
+  update (the published recipe's step, with `senformer train`'s optimizer and update). `predict`: forward pass in inference mode, every head.
   `--component attention`: one attention layer alone at L / bin_size tokens, forward (+ backward
   for `train`) with `is_training=False`, as `benchmarks/attention.py` has always measured it.
 - **Step time.** Median over the timed steps; the spread is (slowest - fastest) / median.
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from senformer_cli.config import ATTENTION_TYPES, PRECISIONS, ModelConfig, num_tiles
+from senformer_cli.config import ATTENTION_TYPES, PRECISIONS, ModelConfig, TrainConfig, num_tiles
 from senformer_cli.errors import SenformerError
 from senformer_cli.precision import mixed_precision
 
@@ -191,11 +191,11 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
                    live_per: float, halo: int) -> dict[str, float]:
         share = 1.0
         if config.tile_length and positions // batch > config.tile_length:
-            # Tiled: one tile (with its halo) at a time, plus whole-length input, input gradient,
-            # output gradient and the output (built from the tiles' pieces, and stacked once).
+            # Tiled: one tile (with its halo) at a time, plus the whole-length input gradient
+            # (added into in place) and output gradient; the input and output are kept outputs.
             tile = positions // batch // num_tiles(positions // batch, config.tile_length)
             share = min(1.0, (tile + 2 * halo) * batch / positions)
-        io = positions * channels_in * 2 + positions // 2 * filters * 3 if share < 1 else 0
+        io = positions * channels_in + positions // 2 * filters if share < 1 else 0
         cost = cost_per * share + io
         return {"name": name, "cost": cost, "kept": KEPT_FRACTION * cost, "tiled": share < 1,
                 "live": live_per * share + io / 2, "output": positions // 2 * filters}
@@ -216,9 +216,8 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
         # layer at 6,144 tokens, no dropout), plus dropout's mask and dropped weights.
         scores = h * config.num_tokens * tokens
         scores_kept, scores_cost, scores_live = 3 * scores, 7.5 * scores, 5 * scores
-    else:
-        keys = (config.window_blocks + 2 * config.num_global_blocks + config.num_random_blocks)
-        scores = h * tokens * keys * config.block_size  # gathered keys and values alike
+    else:  # gathered keys and values alike
+        scores = _sparse_scores(config, config.num_tokens, batch)
         scores_kept, scores_cost, scores_live = 6 * scores, 10 * scores, 6 * scores
     for i in range(config.num_transformer_layers):
         stages.append({"name": f"transformer_block_{i}", "cost": 60 * tokens * c + scores_cost,
@@ -286,6 +285,16 @@ def estimate_peak_bytes(config: ModelConfig, mode: str = "train", batch_size: in
 FULL_LOGIT_COPIES = 9.0
 
 
+def _sparse_scores(config: ModelConfig, tokens: int, batch: int) -> float:
+    """Floats of one copy of sparse attention's logits alive at once: the global rows, and the
+    middle rows, all of them up to 2,048 tokens, past that one chunk of 256 query tokens
+    (`sparse_attention`'s chunks)."""
+    keys = config.window_blocks + 2 * config.num_global_blocks + config.num_random_blocks
+    rows = min(tokens, 256) if tokens > 2048 else tokens
+    global_rows = 2 * config.num_global_blocks * config.block_size * tokens
+    return config.num_heads * batch * (rows * keys * config.block_size + global_rows)
+
+
 def _estimate_attention_bytes(config: ModelConfig, mode: str, batch: int, per_float: int) -> float:
     tokens, c, h = config.num_tokens, config.channels, config.num_heads
     passes = 2 if mode == "train" else 1
@@ -296,11 +305,7 @@ def _estimate_attention_bytes(config: ModelConfig, mode: str, batch: int, per_fl
     if config.attention == "full":
         scores = copies * h * tokens * tokens * batch
     else:
-        keys = (config.window_blocks + 2 * config.num_global_blocks + config.num_random_blocks)
-        per_query = keys * config.block_size
-        chunked = tokens > 2048  # sparse_attention: chunks of 256 tokens past 2,048
-        scores = copies * h * batch * (min(tokens, 256) if chunked else tokens) * per_query
-        scores += 2 * config.num_global_blocks * config.block_size * tokens * h * batch * copies
+        scores = copies * _sparse_scores(config, tokens, batch)
     return weights + (projections + scores) * per_float + OVERHEAD_BYTES / 2
 
 
@@ -411,9 +416,8 @@ def published_model(tf, directory: str, config: ModelConfig):
 
 
 def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
-    import sonnet as snt
-
     from senformer_cli.model import build_model
+    from senformer_cli.training import Adam, clipped_update
 
     batch, mode = spec["batch_size"], spec["mode"]
     if spec.get("published_dir"):
@@ -438,7 +442,8 @@ def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
     targets = tf.random.stateless_uniform([batch, config.target_length, config.heads[head]], (3, 4))
     variables = [v for v in model.trainable_variables
                  if "/heads/" not in v.name or f"/head_{head}/" in v.name]
-    optimizer = snt.optimizers.Adam(LEARNING_RATE)
+    recipe = TrainConfig()
+    optimizer = Adam(variables, recipe.beta1, recipe.beta2, recipe.epsilon)
 
     @functools.partial(tf.function, autograph=False)
     def step() -> tf.Tensor:
@@ -447,8 +452,7 @@ def _model_step(tf, spec: dict[str, Any], config: ModelConfig):
                 predictions = tf.cast(model(inputs, is_training=True)[head], tf.float32)
                 loss = tf.reduce_mean(predictions - targets * tf.math.log(predictions + POISSON_EPSILON))
         gradients = tape.gradient(loss, variables)
-        gradients, _ = tf.clip_by_global_norm(gradients, CLIP_NORM)
-        optimizer.apply(gradients, variables)
+        clipped_update(optimizer, gradients, variables, loss, CLIP_NORM, LEARNING_RATE, 1)
         return loss
     return step
 

@@ -441,6 +441,26 @@ class Adam:
             variable.assign_sub(learning_rate * (m / first) / (tf.sqrt(v / second) + self.epsilon))
 
 
+def clipped_update(optimizer: Adam, gradients: Sequence, variables: Sequence, loss, clip_norm: float,
+                   learning_rate, t):
+    """Clip `gradients` to global norm `clip_norm` and apply them, only when the loss and the norm
+    are finite; returns (norm, finite). The update sits in a tf.cond on `finite`, so none of its
+    ops (not even β1 m and β2 v, which read only the slots) runs before every gradient exists:
+    run early, they would hold two more copies of the weights through the backward pass."""
+    import tensorflow as tf
+
+    norm = tf.linalg.global_norm(gradients)
+    finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
+    clipped, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=norm)
+
+    def update():
+        optimizer.apply(clipped, variables, learning_rate, t)
+        return tf.constant(True)
+
+    tf.cond(finite, update, lambda: tf.constant(False))
+    return norm, finite
+
+
 def _slot_name(variable, slot: str) -> str:
     return variable.name.split(":")[0].replace("/", "_") + f"_{slot}"
 
@@ -932,15 +952,8 @@ def _step_function(strategy, model, optimizer: Adam, variables: list, head: str,
         # Sum over replicas of (local mean / replicas): the gradient of the global batch's mean.
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
         total_loss = context.all_reduce(tf.distribute.ReduceOp.SUM, total_loss)
-        norm = tf.linalg.global_norm(total)
-        finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(norm))
-        clipped, _ = tf.clip_by_global_norm(total, train.clip_norm, use_norm=norm)
-
-        def update():
-            optimizer.apply(clipped, variables, learning_rate, step_index + 1)
-            return tf.constant(True)
-
-        tf.cond(finite, update, lambda: tf.constant(False))
+        norm, finite = clipped_update(optimizer, total, variables, total_loss, train.clip_norm,
+                                      learning_rate, step_index + 1)
         return total_loss, norm, finite
 
     if train.jit_compile:

@@ -226,6 +226,11 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Sparse attention runs all its middle query blocks at once up to this many tokens; past it, one
+# chunk of SPARSE_CHUNK_TOKENS query tokens at a time (`model/sparse_attention.py`).
+SPARSE_UNCHUNKED_TOKENS, SPARSE_CHUNK_TOKENS = 2048, 256
+
+
 def num_tiles(positions: int, tile_length: int) -> int:
     """Tiles a conv block of `positions` input positions runs over with `tile_length`: the
     smallest power of two that makes them at most `tile_length` long (1: not tiled)."""

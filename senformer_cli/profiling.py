@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from senformer_cli.config import ATTENTION_TYPES, PRECISIONS, ModelConfig, TrainConfig, num_tiles
+from senformer_cli.config import (ATTENTION_TYPES, PRECISIONS, SPARSE_CHUNK_TOKENS,
+                                  SPARSE_UNCHUNKED_TOKENS, ModelConfig, TrainConfig, num_tiles)
 from senformer_cli.errors import SenformerError
 from senformer_cli.precision import mixed_precision
 
@@ -209,18 +210,24 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
                                  TOWER_LIVE * position * (previous + filters), 2))
         previous, position = filters, position // 2
     tokens, c, h = config.num_tokens * batch, config.channels, config.num_heads
+    # A recomputed transformer block's forward and backward pass alone (`cost`), measured with the
+    # BFC allocator at the full width: full attention 5.0 [H, T, T] copies + 31.5 floats per token
+    # and channel (2,048 and 3,072 tokens), sparse attention in chunks 2.2 copies of its logits +
+    # 16.5 (4,096 tokens; the small width at 8,192 agrees); unchunked, the small width's 1,024
+    # and 2,048 tokens give 6.8 copies.
     if config.attention == "full":
         # [H, T, T]: softmax weights, dropout mask and dropped weights kept; the logits (content,
         # 2T-1 wide relative, skewed, summed) and their gradients on top in the backward pass.
-        # A block's forward and backward pass: 6.2 copies measured with the BFC allocator (one
-        # layer at 6,144 tokens, no dropout), plus dropout's mask and dropped weights.
         scores = h * config.num_tokens * tokens
-        scores_kept, scores_cost, scores_live = 3 * scores, 7.5 * scores, 5 * scores
+        per_token = 32
+        scores_kept, scores_cost, scores_live = 3 * scores, 5.5 * scores, 5 * scores
     else:  # gathered keys and values alike
         scores = _sparse_scores(config, config.num_tokens, batch)
-        scores_kept, scores_cost, scores_live = 6 * scores, 10 * scores, 6 * scores
+        per_token = 17
+        chunked = config.num_tokens > SPARSE_UNCHUNKED_TOKENS
+        scores_kept, scores_cost, scores_live = 6 * scores, (2.5 if chunked else 7) * scores, 6 * scores
     for i in range(config.num_transformer_layers):
-        stages.append({"name": f"transformer_block_{i}", "cost": 60 * tokens * c + scores_cost,
+        stages.append({"name": f"transformer_block_{i}", "cost": per_token * tokens * c + scores_cost,
                        "kept": 40 * tokens * c + scores_kept, "live": 8 * tokens * c + scores_live,
                        "output": tokens * c})
     target = config.target_length * batch
@@ -290,7 +297,7 @@ def _sparse_scores(config: ModelConfig, tokens: int, batch: int) -> float:
     middle rows, all of them up to 2,048 tokens, past that one chunk of 256 query tokens
     (`sparse_attention`'s chunks)."""
     keys = config.window_blocks + 2 * config.num_global_blocks + config.num_random_blocks
-    rows = min(tokens, 256) if tokens > 2048 else tokens
+    rows = min(tokens, SPARSE_CHUNK_TOKENS) if tokens > SPARSE_UNCHUNKED_TOKENS else tokens
     global_rows = 2 * config.num_global_blocks * config.block_size * tokens
     return config.num_heads * batch * (rows * keys * config.block_size + global_rows)
 

@@ -29,6 +29,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from senformer_cli.config import SPARSE_CHUNK_TOKENS, SPARSE_UNCHUNKED_TOKENS
 from senformer_cli.model.attention import MultiheadAttention, skew, slice_axis, weighted_values
 from senformer_cli.model.recompute import sequential_loop, zero_after
 
@@ -85,7 +86,8 @@ class SparseMultiheadAttention(MultiheadAttention):
         # attention itself adds a small constant to q, k, v and their gradients (a trade-off
         # measured in benchmarks/attention.py).
         if rows_per_chunk is None:
-            rows_per_chunk = num_blocks if num_tokens <= 2048 else max(1, 256 // block_size)
+            rows_per_chunk = (num_blocks if num_tokens <= SPARSE_UNCHUNKED_TOKENS
+                              else max(1, SPARSE_CHUNK_TOKENS // block_size))
         self._rows_per_chunk = rows_per_chunk
         self._random_blocks = tf.Variable(
             draw_random_blocks(num_blocks, num_heads, window_blocks, num_global_blocks,

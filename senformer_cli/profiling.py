@@ -10,7 +10,8 @@ What a row measures:
 
 - **Step.** `train`: forward pass in training mode, Poisson loss on the first head against random
   targets, gradients of every variable that loss reaches, clipping to global norm 0.2 and one Adam
-  update (the published recipe's step, with `senformer train`'s optimizer and update). `predict`: forward pass in inference mode, every head.
+  update (the published recipe's step, with `senformer train`'s optimizer and update). `predict`:
+  forward pass in inference mode, every head.
   `--component attention`: one attention layer alone at L / bin_size tokens, forward (+ backward
   for `train`) with `is_training=False`, as `benchmarks/attention.py` has always measured it.
 - **Step time.** Median over the timed steps; the spread is (slowest - fastest) / median.

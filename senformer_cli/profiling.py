@@ -226,9 +226,11 @@ def _stages(config: ModelConfig, batch: int) -> list[dict[str, float]]:
         scores = _sparse_scores(config, config.num_tokens, batch)
         per_token = 17
         chunked = config.num_tokens > SPARSE_UNCHUNKED_TOKENS
-        scores_kept, scores_cost, scores_live = 6 * scores, (2.5 if chunked else 7) * scores, 6 * scores
+        scores_cost = (2.5 if chunked else 7) * scores
+        scores_kept, scores_live = 6 * scores, 6 * scores
     for i in range(config.num_transformer_layers):
-        stages.append({"name": f"transformer_block_{i}", "cost": per_token * tokens * c + scores_cost,
+        stages.append({"name": f"transformer_block_{i}",
+                       "cost": per_token * tokens * c + scores_cost,
                        "kept": 40 * tokens * c + scores_kept, "live": 8 * tokens * c + scores_live,
                        "output": tokens * c})
     target = config.target_length * batch

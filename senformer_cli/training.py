@@ -441,8 +441,8 @@ class Adam:
             variable.assign_sub(learning_rate * (m / first) / (tf.sqrt(v / second) + self.epsilon))
 
 
-def clipped_update(optimizer: Adam, gradients: Sequence, variables: Sequence, loss, clip_norm: float,
-                   learning_rate, t):
+def clipped_update(optimizer: Adam, gradients: Sequence, variables: Sequence, loss,
+                   clip_norm: float, learning_rate, t):
     """Clip `gradients` to global norm `clip_norm` and apply them, only when the loss and the norm
     are finite; returns (norm, finite). The update sits in a tf.cond on `finite`, so none of its
     ops (not even β1 m and β2 v, which read only the slots) runs before every gradient exists:

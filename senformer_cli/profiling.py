@@ -297,8 +297,8 @@ FULL_LOGIT_COPIES = 9.0
 
 def _sparse_scores(config: ModelConfig, tokens: int, batch: int) -> float:
     """Floats of one copy of sparse attention's logits alive at once: the global rows, and the
-    middle rows, all of them up to 2,048 tokens, past that one chunk of 256 query tokens
-    (`sparse_attention`'s chunks)."""
+    middle rows, all of them up to SPARSE_UNCHUNKED_TOKENS tokens, past that one chunk of
+    SPARSE_CHUNK_TOKENS query tokens (`sparse_attention`'s chunks)."""
     keys = config.window_blocks + 2 * config.num_global_blocks + config.num_random_blocks
     rows = min(tokens, SPARSE_CHUNK_TOKENS) if tokens > SPARSE_UNCHUNKED_TOKENS else tokens
     global_rows = 2 * config.num_global_blocks * config.block_size * tokens

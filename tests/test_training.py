@@ -84,7 +84,6 @@ def test_adam_matches_the_textbook_update():
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-
 def test_the_update_touches_the_adam_slots_only_after_every_gradient():
     """Ops of the update that read only the slots (beta1 m, beta2 v) would otherwise run as soon as
     the step starts and hold two more copies of the weights through the backward pass (2.1 GB at
@@ -112,6 +111,7 @@ def test_the_update_touches_the_adam_slots_only_after_every_gradient():
     assert users <= {"If", "StatelessIf"}, users
     step(tf.ones([2, 4]))
     assert float(tf.reduce_sum(tf.abs(adam.m[0]))) > 0  # the update did run
+
 
 @pytest.mark.slow  # about 40 s: two traced runs and an eager reference
 def test_first_steps_equal_a_hand_computed_update(data: Path, tmp_path: Path):

@@ -1,13 +1,15 @@
 """Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
-its traced gradient), `skew` and `slice_axis` (the tf.slice data movement of the relative shift)."""
+its traced gradient), batch norm's fused training path, `skew` and `slice_axis` (the tf.slice data
+movement of the relative shift)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import sonnet as snt
 import tensorflow as tf
 
 from senformer_cli.model.attention import skew, slice_axis
-from senformer_cli.model.layers import SoftmaxPooling1D, TargetLengthCrop1D
+from senformer_cli.model.layers import BatchNorm, SoftmaxPooling1D, TargetLengthCrop1D
 
 
 def numpy_softmax_pooling(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -91,6 +93,78 @@ def test_softmax_pooling_gradient_graph_has_no_channel_by_channel_tensor():
     assert any(s[-2:] == (channels, channels) for s in shapes if len(s) == 2)  # the weight gradient
     bad = [s for s in shapes if len(s) >= 3 and s[-2:] == (channels, channels)]
     assert not bad, f"per-position [.., C, C] tensors in the gradient graph: {bad}"
+
+
+def batch_norms():
+    """Ours and Sonnet's (the reference), same settings as the model's conv blocks."""
+    settings = lambda: dict(create_scale=True, create_offset=True,  # noqa: E731
+                            moving_mean=snt.ExponentialMovingAverage(0.9),
+                            moving_variance=snt.ExponentialMovingAverage(0.9))
+    return BatchNorm(**settings()), snt.distribute.CrossReplicaBatchNorm(**settings())
+
+
+def test_batch_norm_training_equals_numpy_and_sonnet():
+    """One training call: outputs against numpy, moving averages (biased variance, as Sonnet keeps
+    them) against numpy, and the gradients against Sonnet's own CrossReplicaBatchNorm."""
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(3, 40, 6)) * 2 + 0.5).astype(np.float32)
+    ours, sonnet = batch_norms()
+    scale = rng.normal(size=6).astype(np.float32)
+    offset = rng.normal(size=6).astype(np.float32)
+    first = rng.normal(size=(1, 1, 6)).astype(np.float32)
+    for module in (ours, sonnet):  # create the variables, then give both the same values
+        module(tf.constant(x), is_training=False, test_local_stats=True)
+        module.scale.assign(scale)
+        module.offset.assign(offset)
+        module.moving_mean.update(tf.constant(first))  # the test checks a second update
+        module.moving_variance.update(tf.constant(first ** 2))
+
+    @tf.function
+    def run(module, inputs, g):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = module(inputs, is_training=True)
+            loss = tf.reduce_sum(y * g)
+        return y, tape.gradient(loss, [inputs, module.scale, module.offset])
+
+    g = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+    graph = run.get_concrete_function(ours, tf.constant(x), g).graph
+    assert any(op.type == "FusedBatchNormV3" for op in graph.get_operations())
+    y, grads = run(ours, tf.constant(x), g)
+    y_ref, grads_ref = run(sonnet, tf.constant(x), g)
+
+    mean, variance = x.mean(axis=(0, 1)), x.var(axis=(0, 1))
+    np.testing.assert_allclose(y.numpy(), (x - mean) / np.sqrt(variance + 1e-5) * scale + offset,
+                               rtol=1e-4, atol=1e-4)
+
+    def average(old, new):  # Sonnet's debiased moving average after its second update
+        return (0.9 * 0.1 * old + 0.1 * new) / (1 - 0.9 ** 2)
+
+    np.testing.assert_allclose(ours.moving_mean.value.numpy().ravel(),
+                               average(first.ravel(), mean), rtol=1e-5)
+    np.testing.assert_allclose(ours.moving_variance.value.numpy().ravel(),
+                               average(first.ravel() ** 2, variance), rtol=1e-5)
+    for ours_grad, reference in zip(grads, grads_ref):
+        np.testing.assert_allclose(ours_grad.numpy(), reference.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_bf16_and_inference_paths():
+    """bfloat16 inputs (the mixed-precision step) stay within bfloat16 rounding of float32; inference
+    uses the moving statistics, as Sonnet does."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 32, 4)).astype(np.float32)
+    ours, sonnet = batch_norms()
+    y32 = ours(tf.constant(x), is_training=False, test_local_stats=True)
+    y16 = ours(tf.constant(x, tf.bfloat16), is_training=False, test_local_stats=True)
+    assert y16.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y16, tf.float32).numpy(), y32.numpy(), atol=0.05)
+    sonnet(tf.constant(x), is_training=False, test_local_stats=True)
+    for module in (ours, sonnet):
+        module.moving_mean.update(tf.fill([1, 1, 4], 0.5))
+        module.moving_variance.update(tf.fill([1, 1, 4], 4.0))
+    np.testing.assert_allclose(ours(tf.constant(x), is_training=False).numpy(),
+                               (x - 0.5) / np.sqrt(4.0 + 1e-5), rtol=1e-5, atol=1e-5)
 
 
 def numpy_skew(x: np.ndarray) -> np.ndarray:

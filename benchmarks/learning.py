@@ -7,6 +7,10 @@ enhancers beyond the conv tower's reach).
     .venv/bin/python benchmarks/learning.py [--seeds 0 1 2] [--steps 600] [--eval-every 25]
                                             [--threshold 0.5] [--attention sparse full]
                                             [--data SYNTH_DIR] [--out DIR] [--plot FILE] [--json]
+                                            [--set FIELD=JSON ...]
+
+`--set` changes the tiny recipe (a TrainConfig field, e.g. `beta2=0.99`) or the tiny model (a
+ModelConfig field, e.g. `dropout_rate=0.1`) for every run.
 
 Runs go to `--out` (default: a temporary directory) as ordinary run directories; an existing run
 that already reached `--steps` is reused. Prints one table row per run and, per model, the mean
@@ -36,13 +40,14 @@ def train_run(out: Path, data: Path, attention: str, seed: int, steps: int, eval
         rows = list(csv.DictReader(metrics.open()))
         if rows and int(rows[-1]["step"]) >= steps:
             return out
-    model = ModelConfig.from_preset("tiny", attention=attention)
-    fields = {**TrainConfig.for_preset("tiny").to_dict(), "steps": steps, "eval_every": eval_every, "checkpoint_every": steps,
-              "seed": seed, "data": {"human": str(data / "human")},
+    fields = {**TrainConfig.for_preset("tiny").to_dict(), "steps": steps, "eval_every": eval_every,
+              "checkpoint_every": steps, "seed": seed, "data": {"human": str(data / "human")},
               "genomes": {"human": str(data / "human.fa")}}
+    model_fields = {"attention": attention}
     for item in extra:
         key, value = item.split("=", 1)
-        fields[key] = json.loads(value)
+        (fields if key in fields else model_fields)[key] = json.loads(value)
+    model = ModelConfig.from_preset("tiny", **model_fields)
     plan = RunPlan(run_dir=out, preset="tiny", model_config=model, train_config=TrainConfig(**fields),
                    resume=False, notices=[], new_heads=[])
     run_plan(plan)
@@ -104,7 +109,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="synthetic data (default: the cached set)")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: temporary)")
     parser.add_argument("--set", dest="extra", action="append", default=[],
-                        help="train.FIELD=JSON over the tiny recipe (e.g. learning_rate=0.002)")
+                        help="FIELD=JSON over the tiny recipe: a train field (learning_rate=0.002) "
+                             "or a model field (dropout_rate=0.1)")
     parser.add_argument("--plot", type=Path, help="write the curves to this PNG")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

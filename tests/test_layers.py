@@ -1,6 +1,6 @@
 """Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
-its traced gradient), batch norm's fused training path, `skew` and `slice_axis` (the tf.slice data
-movement of the relative shift)."""
+its traced gradient), GELU (compiled by XLA), batch norm's fused training path, `skew` and
+`slice_axis` (the tf.slice data movement of the relative shift)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from senformer_cli.model.attention import skew, slice_axis
-from senformer_cli.model.layers import BatchNorm, SoftmaxPooling1D, TargetLengthCrop1D
+from senformer_cli.model.layers import BatchNorm, SoftmaxPooling1D, TargetLengthCrop1D, gelu
 
 
 def numpy_softmax_pooling(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -93,6 +93,35 @@ def test_softmax_pooling_gradient_graph_has_no_channel_by_channel_tensor():
     assert any(s[-2:] == (channels, channels) for s in shapes if len(s) == 2)  # the weight gradient
     bad = [s for s in shapes if len(s) >= 3 and s[-2:] == (channels, channels)]
     assert not bad, f"per-position [.., C, C] tensors in the gradient graph: {bad}"
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
+def test_gelu_and_its_gradient_equal_numpy(dtype, tolerance):
+    """sigmoid(1.702 x) * x and its derivative sigmoid(a x) (1 + a x (1 - sigmoid(a x))), eager
+    and inside a traced step, for shapes of several lengths (XLA compiles one kernel per shape)."""
+    a = 1.702
+    for length in (7, 64):
+        x64 = np.random.default_rng(length).normal(scale=3, size=(2, length, 5))
+        x = tf.constant(x64, dtype)
+        x64 = tf.cast(x, tf.float64).numpy()  # the rounded inputs
+        s = 1 / (1 + np.exp(-a * x64))
+        g64 = np.random.default_rng(1).normal(size=x64.shape)
+        g = tf.constant(g64, dtype)
+
+        def value_and_gradient(inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = gelu(inputs)
+            return y, tape.gradient(y, inputs, output_gradients=g)
+
+        for run in (value_and_gradient, tf.function(value_and_gradient)):
+            y, d_x = run(x)
+            assert y.dtype == dtype and d_x.dtype == dtype
+            np.testing.assert_allclose(tf.cast(y, tf.float64).numpy(), s * x64,
+                                       rtol=tolerance, atol=tolerance)
+            np.testing.assert_allclose(tf.cast(d_x, tf.float64).numpy(),
+                                       g64 * s * (1 + a * x64 * (1 - s)),
+                                       rtol=tolerance * 4, atol=tolerance * 4)
 
 
 def batch_norms():

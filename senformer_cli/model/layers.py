@@ -7,6 +7,7 @@ which `module.variables` lists them, equal the published checkpoint's.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable, Sequence
 
 import sonnet as snt
@@ -18,8 +19,13 @@ from senformer_cli.model.attention import slice_axis
 from senformer_cli.model.recompute import recomputing
 
 
+@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
 def gelu(x: tf.Tensor) -> tf.Tensor:
-    """The sigmoid approximation of GELU used by Enformer: sigmoid(1.702 x) * x."""
+    """The sigmoid approximation of GELU used by Enformer: sigmoid(1.702 x) * x.
+
+    Compiled by XLA (one kernel forward and one for its gradient, each compiled once per shape):
+    as three TensorFlow ops forward and five backward it was a sixth of a small model's training
+    step on CPU, all passes over the activations."""
     return tf.nn.sigmoid(1.702 * x) * x
 
 

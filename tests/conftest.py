@@ -37,7 +37,8 @@ def reference_required() -> bool:
 LONGEST_FIRST = ("test_demo.py", "test_training.py", "test_receptive_field.py",
                  "test_profiling.py", "test_training_finetune.py", "test_recompute.py",
                  "test_block_schedule.py", "test_model_load.py", "test_sparse_attention.py",
-                 "test_model_enformer.py", "test_tiling.py", "test_cli_evaluate.py", "test_evaluation.py", "test_export.py")
+                 "test_model_enformer.py", "test_tiling.py", "test_cli_evaluate.py",
+                 "test_evaluation.py", "test_export.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

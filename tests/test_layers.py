@@ -179,8 +179,8 @@ def test_batch_norm_training_equals_numpy_and_sonnet():
 
 
 def test_batch_norm_bf16_and_inference_paths():
-    """bfloat16 inputs (the mixed-precision step) stay within bfloat16 rounding of float32; inference
-    uses the moving statistics, as Sonnet does."""
+    """bfloat16 inputs (the mixed-precision step) stay within bfloat16 rounding of float32;
+    inference uses the moving statistics, as Sonnet does."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 32, 4)).astype(np.float32)
     ours, sonnet = batch_norms()

@@ -9,7 +9,9 @@ import sonnet as snt
 import tensorflow as tf
 
 from senformer_cli.model.attention import skew, slice_axis
-from senformer_cli.model.layers import BatchNorm, SoftmaxPooling1D, TargetLengthCrop1D, gelu
+from senformer_cli.model.layers import (BatchNorm, Conv1D, SoftmaxPooling1D, TargetLengthCrop1D,
+                                        _conv1d_chunked_filter_gradient, filter_gradient_chunk,
+                                        gelu)
 
 
 def numpy_softmax_pooling(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -194,6 +196,75 @@ def test_batch_norm_bf16_and_inference_paths():
         module.moving_variance.update(tf.fill([1, 1, 4], 4.0))
     np.testing.assert_allclose(ours(tf.constant(x), is_training=False).numpy(),
                                (x - 0.5) / np.sqrt(4.0 + 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def numpy_conv1d_same(x, w, b, g):
+    """SAME conv1d of odd width, y[t] = sum_j x[t + j - (k - 1) / 2] w[j] + b, and the gradients
+    of sum(y * g) with respect to x, w and b, from shifted slices of the zero-padded arrays."""
+    width, length = w.shape[0], x.shape[1]
+    half = (width - 1) // 2
+    padded = np.pad(x.astype(np.float64), [(0, 0), (half, half), (0, 0)])
+    g_padded = np.pad(g.astype(np.float64), [(0, 0), (half, half), (0, 0)])
+    y = sum(padded[:, j:j + length] @ w[j] for j in range(width)) + b
+    dw = np.stack([np.einsum("btc,btf->cf", padded[:, j:j + length], g) for j in range(width)])
+    dx = sum(g_padded[:, width - 1 - j:width - 1 - j + length] @ w[j].T for j in range(width))
+    return y, dx, dw, g.sum(axis=(0, 1))
+
+
+@pytest.mark.parametrize("batch,length,channels,width,filters", [
+    (2, 4096 + 300, 64, 5, 24),  # 2 chunks of 4,096 positions, the last padded
+    (1, 3 * 4096, 64, 3, 8),     # whole chunks
+    (1, 1000, 64, 5, 8),         # shorter than a chunk: Sonnet's own path
+])
+def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width, filters):
+    """Conv1D's output and its gradients (the filter's summed over chunks of positions when the
+    input is longer than a chunk) against numpy, and the chunked path is the one traced."""
+    assert filter_gradient_chunk(channels) == 4096
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(batch, length, channels)).astype(np.float32)
+    g = rng.normal(size=(batch, length, filters)).astype(np.float32)
+    conv = Conv1D(filters, width)
+    conv(tf.constant(x[:, :8]))
+    b = rng.normal(size=filters).astype(np.float32)
+    conv.b.assign(b)
+
+    @tf.function
+    def run(inputs, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(conv(inputs) * upstream)
+        return conv(inputs), tape.gradient(loss, [inputs, conv.w, conv.b])
+
+    graph = run.get_concrete_function(tf.constant(x), tf.constant(g)).graph
+    chunked = any(op.type == "Conv2DBackpropFilter" and op.get_attr("padding") == b"VALID"
+                  for op in graph.get_operations())
+    assert chunked == (length > 4096)
+    y, grads = run(tf.constant(x), tf.constant(g))
+    references = numpy_conv1d_same(x, conv.w.numpy(), b, g)
+    for ours, reference in zip([y, *grads], references):
+        np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-4,
+                                   atol=1e-4 * np.abs(reference).max())
+
+
+def test_conv1d_keeps_sonnets_names_and_bf16():
+    """Same variable names as Sonnet's Conv1D (the published checkpoint's); bfloat16 inputs and
+    weights (the mixed-precision step) give a gradient within bfloat16 rounding of float32."""
+    conv = Conv1D(8, 5)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(1, 4096 + 64, 64)).astype(np.float32)
+    conv(tf.constant(x[:, :8]))
+    assert [v.name for v in conv.variables] == ["conv1_d/b:0", "conv1_d/w:0"]
+
+    def filter_gradient(dtype):
+        w = tf.cast(conv.w, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = _conv1d_chunked_filter_gradient(tf.constant(x, dtype), w, tf.cast(conv.b, dtype))
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+        return tf.cast(tape.gradient(loss, w), tf.float32).numpy()
+
+    full, half = filter_gradient(tf.float32), filter_gradient(tf.bfloat16)
+    np.testing.assert_allclose(half, full, atol=0.03 * np.abs(full).max())
 
 
 def numpy_skew(x: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from senformer_cli.config import ModelConfig
 from senformer_cli.model.attention import MultiheadAttention
-from senformer_cli.model.layers import (Dropout, Residual, Sequential, TargetLengthCrop1D, conv_block,
-                                        gelu, pooling_module)
+from senformer_cli.model.layers import (Conv1D, Dropout, Residual, Sequential, TargetLengthCrop1D,
+                                        conv_block, gelu, pooling_module)
 from senformer_cli.model.recompute import recompute_call
 from senformer_cli.model.tiling import tiled_call
 
@@ -47,7 +47,7 @@ class Enformer(snt.Module):
 
         with tf.name_scope("trunk"):
             stem = Sequential(lambda: [
-                snt.Conv1D(channels // 2, 15),
+                Conv1D(channels // 2, 15),
                 Residual(conv_block(channels // 2, 1, name="pointwise_conv_block")),
                 pooling_module(config.pooling, pool_size=2),
             ], name="stem")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ class ModelConfig:
     num_heads: int = 8
     key_size: int = 64
     pooling: str = "attention"
+    # Attention pooling's logit weights start at this times the identity: 2.0 (published) starts
+    # close to max pooling, 0.0 as average pooling, whose gradient reaches both positions of
+    # every pair (the `tiny` preset's: README, "Learning on the synthetic data").
+    pooling_init_scale: float = 2.0
     attention: str = "full"
     # Published constants, exposed so that small models can be built.
     num_conv_tower_blocks: int = 6
@@ -132,6 +137,10 @@ class ModelConfig:
             bad("tile_length", "must be 0 (off) or a positive even number of positions")
         if self.pooling not in POOLING_TYPES:
             bad("pooling", f"must be one of {', '.join(POOLING_TYPES)}")
+        if (not isinstance(self.pooling_init_scale, (int, float))
+                or isinstance(self.pooling_init_scale, bool)
+                or not math.isfinite(self.pooling_init_scale)):
+            bad("pooling_init_scale", "must be a finite number")
         if self.attention not in ATTENTION_TYPES:
             bad("attention", f"must be one of {', '.join(ATTENTION_TYPES)}")
         if self.channels % self.num_heads:
@@ -282,7 +291,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Fast enough for CPU tests and the demo; 128-bp bins like the real data.
     "tiny": {"channels": 96, "num_transformer_layers": 2, "num_heads": 4, "key_size": 16,
              "conv_tower_divisible_by": 16, "sequence_length": 32_768, "target_length": 128,
-             "attention": "sparse", "block_size": 16, "num_random_blocks": 2,
+             "pooling_init_scale": 0.0, "attention": "sparse", "block_size": 16,
+             "num_random_blocks": 2,
              "heads": {"human": 16, "mouse": 8}},
 }
 

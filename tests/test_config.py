@@ -94,6 +94,8 @@ def test_unknown_override_field_is_named():
     ("enformer", {"channels": 99, "num_heads": 3}, "channels", "must be even"),
     ("enformer", {"num_heads": -1}, "num_heads", "positive integer"),
     ("enformer", {"pooling": "mean"}, "pooling", "one of attention, max"),
+    ("enformer", {"pooling_init_scale": "big"}, "pooling_init_scale", "finite number"),
+    ("enformer", {"pooling_init_scale": float("nan")}, "pooling_init_scale", "finite number"),
     ("enformer", {"attention": "linear"}, "attention", "one of full, sparse"),
     ("enformer", {"dropout_rate": 1.0}, "dropout_rate", r"in \[0, 1\)"),
     ("enformer", {"mask_padding": 1}, "mask_padding", "true or false"),

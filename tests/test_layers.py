@@ -8,6 +8,8 @@ import pytest
 import sonnet as snt
 import tensorflow as tf
 
+from senformer_cli.config import ModelConfig
+from senformer_cli.model import build_model
 from senformer_cli.model.attention import skew, slice_axis
 from senformer_cli.model.layers import (BatchNorm, Conv1D, SoftmaxPooling1D, TargetLengthCrop1D,
                                         _conv1d_chunked_filter_gradient, filter_gradient_chunk,
@@ -44,6 +46,30 @@ def test_softmax_pooling_outputs_and_gradients_equal_numpy():
         down[index] -= eps
         numeric = ((numpy_softmax_pooling(up, w) - numpy_softmax_pooling(down, w)) * g).sum() / (2 * eps)
         assert d_x[index] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("preset, scale", [("enformer", 2.0), ("tiny", 0.0)])
+def test_pooling_init_scale_reaches_every_pooling_layer(preset, scale):
+    """Each attention pooling's logit weights start at `pooling_init_scale` x identity (2, the
+    published init, near max pooling; 0 for `tiny`, exactly average pooling, checked against the
+    numpy mean of each pair)."""
+    config = ModelConfig.from_preset(preset, channels=96, num_transformer_layers=1,
+                                     num_heads=4, key_size=16, conv_tower_divisible_by=16,
+                                     sequence_length=32_768, target_length=128, heads={"h": 1})
+    assert config.pooling_init_scale == scale
+    model = build_model(config)
+    model(tf.zeros([1, config.sequence_length, 4]), is_training=False)
+    pools = [v for v in model.variables if "softmax_pooling" in v.name]
+    assert len(pools) == 1 + config.num_conv_tower_blocks
+    for w in pools:
+        np.testing.assert_array_equal(w.numpy(), scale * np.eye(w.shape[0]))
+    pool = SoftmaxPooling1D(w_init_scale=scale)
+    x = np.random.default_rng(1).normal(size=(2, 8, 6)).astype(np.float32)
+    pooled = pool(tf.constant(x)).numpy()
+    if scale == 0:
+        np.testing.assert_allclose(pooled, x.reshape(2, 4, 2, 6).mean(axis=2), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(pooled, numpy_softmax_pooling(x, scale * np.eye(6)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("pool_size", [2, 4])

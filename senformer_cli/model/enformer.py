@@ -49,14 +49,14 @@ class Enformer(snt.Module):
             stem = Sequential(lambda: [
                 Conv1D(channels // 2, 15),
                 Residual(conv_block(channels // 2, 1, name="pointwise_conv_block")),
-                pooling_module(config.pooling, pool_size=2),
+                pooling_module(config.pooling, 2, config.pooling_init_scale),
             ], name="stem")
 
             conv_tower = Sequential(lambda: [
                 Sequential(lambda: [
                     conv_block(filters, 5),
                     Residual(conv_block(filters, 1, name="pointwise_conv_block")),
-                    pooling_module(config.pooling, pool_size=2),
+                    pooling_module(config.pooling, 2, config.pooling_init_scale),
                 ], name=f"conv_tower_block_{i}")
                 for i, filters in enumerate(config.conv_tower_filters)], name="conv_tower")
 

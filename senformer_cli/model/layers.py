@@ -173,9 +173,9 @@ class MaxPooling1D(snt.Module):
         return tf.nn.max_pool1d(inputs, self._pool_size, self._pool_size, padding="SAME")
 
 
-def pooling_module(kind: str, pool_size: int = 2) -> snt.Module:
+def pooling_module(kind: str, pool_size: int = 2, init_scale: float = 2.0) -> snt.Module:
     if kind == "attention":
-        return SoftmaxPooling1D(pool_size=pool_size, per_channel=True, w_init_scale=2.0)
+        return SoftmaxPooling1D(pool_size=pool_size, per_channel=True, w_init_scale=init_scale)
     if kind == "max":
         return MaxPooling1D(pool_size=pool_size)
     raise ValueError(f"unknown pooling type {kind!r}")

@@ -34,11 +34,11 @@ def reference_required() -> bool:
 # whole files on two workers (`--dist loadfile --no-loadscope-reorder`), handing out files in
 # collection order: with these first, the long files start at once and the short ones fill in at
 # the end, instead of a long file starting last while the other worker idles.
-LONGEST_FIRST = ("test_demo.py", "test_training.py", "test_receptive_field.py",
-                 "test_profiling.py", "test_training_finetune.py", "test_recompute.py",
-                 "test_block_schedule.py", "test_model_load.py", "test_sparse_attention.py",
-                 "test_model_enformer.py", "test_tiling.py", "test_cli_evaluate.py",
-                 "test_evaluation.py", "test_export.py")
+LONGEST_FIRST = ("test_demo.py", "test_training_learning.py", "test_training.py",
+                 "test_receptive_field.py", "test_profiling.py", "test_training_finetune.py",
+                 "test_recompute.py", "test_block_schedule.py", "test_model_load.py",
+                 "test_sparse_attention.py", "test_model_enformer.py", "test_tiling.py",
+                 "test_cli_evaluate.py", "test_evaluation.py", "test_export.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,29 +1,26 @@
-"""The tiny recipe learns: 350 steps of the tiny S-Enformer on the built-in synthetic data lift
-the validation Pearson r of the track types every run had learnt by then (DNase/ATAC, ChIP
-histone, CAGE) from the plateau's |r| < 0.05 (every run's first 50 steps) above a calibrated
-threshold.
+"""The tiny recipe learns every track type: 250 steps of the tiny S-Enformer on the built-in
+synthetic data lift the validation Pearson r of each of the four track types (DNase/ATAC, ChIP
+histone, ChIP TF, CAGE) from the first plateau's |r| < 0.2 (every run's first 50 steps) above a
+calibrated threshold.
 
-Calibration (`python benchmarks/learning.py`: the tiny S-Enformer and Enformer, seeds 0-2, this
-same data set and recipe, 2026-11-28): the mean r over these three types at step 350 was
-0.56-0.67 for seeds 0 and 2 (0.559 for this test's S-Enformer seed 0) and 0.09-0.17 for seed 1,
-whose runs learnt the ChIP TF tracks first; at step 50 |r| <= 0.03 in every run. The threshold,
-0.3, fails a recipe that is still on the first plateau at step 350. The ChIP TF tracks are left
-out: in seed 0 their motif is learnt late (README, "Learning on the synthetic data"). About 3-8
-minutes on two CPU cores, by the machine (it writes the data set first): slow (`make
-test-slow`)."""
+Calibration (`python benchmarks/learning.py --seeds 0 1 2 --steps 600`: the tiny S-Enformer and
+Enformer, this same data set and recipe, 2026-11-28): at step 250 the lowest of the four types' r
+was 0.53 in this test's run (S-Enformer seed 0; 0.40 at step 200) and 0.28-0.53 over all six runs;
+at step 50 every type's |r| was below 0.2 (below 0.03 in seed 0). The threshold, 0.3, fails a
+recipe that has learnt only some motifs by step 250: with the published pooling initialisation
+(`pooling_init_scale=2`) this test's run ends with ChIP TF r 0.04, and the same run went on at
+0.03 to step 400 (README, "Learning on the synthetic data"). About a minute and a half on two CPU
+cores (it writes the data set first), in the default suite: the issue asks CI to train."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from data_fixtures import session_synthetic
 
-pytestmark = pytest.mark.slow
-
-TYPES = ("dnase_atac", "chip_histone", "cage")
+TYPES = ("dnase_atac", "chip_histone", "chip_tf", "cage")
 THRESHOLD = 0.3
-STEPS = 350
+STEPS = 250
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +34,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              splits=dict(preset.splits), records_per_file=preset.records_per_file)
 
 
-def test_tiny_recipe_lifts_validation_r_above_the_calibrated_threshold(data: Path, tmp_path: Path):
+def test_tiny_recipe_lifts_every_track_type_above_the_calibrated_threshold(data: Path,
+                                                                           tmp_path: Path):
     from senformer_cli.training import TrainRequest, train
 
     result = train(TrainRequest(
@@ -46,4 +44,4 @@ def test_tiny_recipe_lifts_validation_r_above_the_calibrated_threshold(data: Pat
                                         "checkpoint_every": STEPS}))
     assert result.status == "completed"
     values = result.final["heads"]["human"]
-    assert float(np.mean([values[t] for t in TYPES])) > THRESHOLD, values
+    assert min(values[t] for t in TYPES) > THRESHOLD, values

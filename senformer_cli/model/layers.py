@@ -271,9 +271,8 @@ def _conv1d_chunked_filter_gradient(inputs: tf.Tensor, w: tf.Tensor, b: tf.Tenso
 
     def gradient(upstream: tf.Tensor):
         width, channels, filters = w.shape
-        batch, length = inputs.shape[0], inputs.shape[1]
         chunk = filter_gradient_chunk(channels)
-        chunks, extra = -(-length // chunk), -length % chunk
+        extra = -inputs.shape[1] % chunk  # zero positions that complete the last chunk
         left = (width - 1) // 2
         # Chunk i holds input positions [i * chunk - left, (i + 1) * chunk + left): its own
         # outputs' whole receptive field, so a VALID filter gradient per chunk sums to the SAME one.
@@ -285,8 +284,7 @@ def _conv1d_chunked_filter_gradient(inputs: tf.Tensor, w: tf.Tensor, b: tf.Tenso
             filter_sizes=[1, width, channels, filters],
             out_backprop=tf.reshape(upstream_chunks, [-1, 1, chunk, filters]),
             strides=[1, 1, 1, 1], padding="VALID")[0]
-        inputs_gradient = tf.nn.conv1d_transpose(
-            upstream, w, tf.shape(inputs), 1, "SAME")
+        inputs_gradient = tf.nn.conv1d_transpose(upstream, w, tf.shape(inputs), 1, "SAME")
         return inputs_gradient, w_gradient, tf.reduce_sum(upstream, [0, 1])
 
     return outputs, gradient

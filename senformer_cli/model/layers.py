@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 import sonnet as snt
 import tensorflow as tf
 
-from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _in_xla
+from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 
 from senformer_cli.model.attention import slice_axis
 from senformer_cli.model.recompute import recomputing
@@ -28,6 +28,12 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     as three TensorFlow ops forward and five backward it was a sixth of a small model's training
     step on CPU, all passes over the activations."""
     return tf.nn.sigmoid(1.702 * x) * x
+
+
+def _compiling_with_xla() -> bool:
+    """True while tracing inside an XLA-compiled function (`train.jit_compile`), where the
+    modules below keep Sonnet's ops."""
+    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _call_layer(layer, inputs: tf.Tensor, is_training: bool, **kwargs) -> tf.Tensor:
@@ -173,7 +179,9 @@ class MaxPooling1D(snt.Module):
         return tf.nn.max_pool1d(inputs, self._pool_size, self._pool_size, padding="SAME")
 
 
-def pooling_module(kind: str, pool_size: int = 2, init_scale: float = 2.0) -> snt.Module:
+def pooling_module(kind: str, pool_size: int, init_scale: float) -> snt.Module:
+    """`init_scale`: attention pooling's initial logit weights / identity (ModelConfig's
+    `pooling_init_scale`)."""
     if kind == "attention":
         return SoftmaxPooling1D(pool_size=pool_size, per_channel=True, w_init_scale=init_scale)
     if kind == "max":
@@ -217,7 +225,7 @@ class BatchNorm(snt.distribute.CrossReplicaBatchNorm):
     def __call__(self, inputs: tf.Tensor, is_training: bool, test_local_stats: bool = False):
         context = tf.distribute.get_replica_context()
         if (not (is_training or test_local_stats) or inputs.shape.rank != 3 or context is None
-                or context.num_replicas_in_sync != 1 or _in_xla(tf.compat.v1.get_default_graph())):
+                or context.num_replicas_in_sync != 1 or _compiling_with_xla()):
             return super().__call__(inputs, is_training, test_local_stats)
         self._initialize(inputs)
         empty = tf.constant([], tf.float32)
@@ -253,7 +261,7 @@ class Conv1D(snt.Conv1D):
         if (width == 1 or width % 2 == 0 or self.stride != 1 or self.rate != 1
                 or self.conv_padding != "SAME" or self.padding_func or not self.with_bias
                 or length is None or length <= filter_gradient_chunk(inputs.shape[-1])
-                or _in_xla(tf.compat.v1.get_default_graph())):
+                or _compiling_with_xla()):
             return super().__call__(inputs)
         return _conv1d_chunked_filter_gradient(inputs, self.w, self.b)
 

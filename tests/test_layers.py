@@ -1,6 +1,7 @@
 """Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
-its traced gradient), GELU (compiled by XLA), batch norm's fused training path, `skew` and
-`slice_axis` (the tf.slice data movement of the relative shift)."""
+its traced gradient) and its initial scale, GELU (compiled by XLA), batch norm's fused training
+path, Conv1D's chunked filter gradient, `skew` and `slice_axis` (the tf.slice data movement of the
+relative shift)."""
 from __future__ import annotations
 
 import numpy as np

@@ -20,14 +20,29 @@ from senformer_cli.model.attention import slice_axis
 from senformer_cli.model.recompute import recomputing
 
 
+_GELU_SCALE = 1.702
+
+
 @functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
-def gelu(x: tf.Tensor) -> tf.Tensor:
+def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.sigmoid(_GELU_SCALE * x) * x
+
+
+@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+def _gelu_backward(x: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
+    s = tf.nn.sigmoid(_GELU_SCALE * x)
+    return upstream * (s + _GELU_SCALE * x * s * (1 - s))
+
+
+@tf.custom_gradient
+def gelu(x: tf.Tensor):
     """The sigmoid approximation of GELU used by Enformer: sigmoid(1.702 x) * x.
 
-    Compiled by XLA (one kernel forward and one for its gradient, each compiled once per shape):
-    as three TensorFlow ops forward and five backward it was a sixth of a small model's training
-    step on CPU, all passes over the activations."""
-    return tf.nn.sigmoid(1.702 * x) * x
+    Each direction is one XLA kernel (compiled once per shape): as three TensorFlow ops forward
+    and five backward it was a sixth of a small model's training step on CPU, all passes over the
+    activations. The gradient recomputes the sigmoid from x: differentiating the compiled forward
+    instead made it write the sigmoid as a second output and read it back, two more passes."""
+    return _gelu_forward(x), lambda upstream: _gelu_backward(x, upstream)
 
 
 def _compiling_with_xla() -> bool:

@@ -1,5 +1,6 @@
 """Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
-its traced gradient) and its initial scale, GELU (compiled by XLA), batch norm's fused training
+its traced gradient) and its initial scale, GELU (compiled by XLA; its forward kernel writes only
+the activation), batch norm's fused training
 path, Conv1D's chunked filter gradient, `skew` and `slice_axis` (the tf.slice data movement of the
 relative shift)."""
 from __future__ import annotations
@@ -151,6 +152,25 @@ def test_gelu_and_its_gradient_equal_numpy(dtype, tolerance):
             np.testing.assert_allclose(tf.cast(d_x, tf.float64).numpy(),
                                        g64 * s * (1 + a * x64 * (1 - s)),
                                        rtol=tolerance * 4, atol=tolerance * 4)
+
+
+def test_gelu_forward_writes_only_the_activation():
+    """The traced gradient calls GELU's two kernels, and the forward kernel has one output: the
+    backward recomputes the sigmoid instead of reading one written for it (two passes more)."""
+
+    @tf.function
+    def gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = gelu(x)
+        return tape.gradient(y, x)
+
+    graph = gradient.get_concrete_function(tf.TensorSpec([2, 8, 3])).graph
+    calls = {op.get_attr("f").name: op for op in graph.get_operations()
+             if op.type in ("PartitionedCall", "StatefulPartitionedCall")}
+    forward = [op for name, op in calls.items() if "_gelu_forward" in name]
+    assert len(forward) == 1 and len(forward[0].outputs) == 1, sorted(calls)
+    assert any("_gelu_backward" in name for name in calls), sorted(calls)
 
 
 def batch_norms():

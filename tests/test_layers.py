@@ -1,8 +1,7 @@
 """Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
 its traced gradient) and its initial scale, GELU (compiled by XLA; its forward kernel writes only
-the activation), batch norm's fused training
-path, Conv1D's chunked filter gradient, `skew` and `slice_axis` (the tf.slice data movement of the
-relative shift)."""
+the activation), batch norm's fused training path, Conv1D's chunked filter gradient, `skew` and
+`slice_axis` (the tf.slice data movement of the relative shift)."""
 from __future__ import annotations
 
 import numpy as np

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from train import BATCH_SIZES, SYNTH_PRESET
+
 CHILD = """
 import json, statistics, sys
 from pathlib import Path
@@ -43,13 +45,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a", type=Path, help="checkout A (e.g. a git worktree of the base)")
     parser.add_argument("b", type=Path, help="checkout B (e.g. this one)")
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
-    parser.add_argument("--batch-size", type=int, help="default: tiny 4, small 1")
+    parser.add_argument("--preset", default="tiny", choices=SYNTH_PRESET)
+    parser.add_argument("--batch-size", type=int, help="default: train.py's (tiny 4, small 1)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per child")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    batch = args.batch_size or {"tiny": 4, "small": 1}[args.preset]
+    batch = args.batch_size or BATCH_SIZES[args.preset]
 
     pairs = []
     with tempfile.TemporaryDirectory(prefix="senformer-step-ab-") as tmp:

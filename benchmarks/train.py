@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 SYNTH_PRESET = {"tiny": "tiny", "small": "small"}
+BATCH_SIZES = {"tiny": 4, "small": 1}  # the issue's `tiny` batch; `small` fits one sequence
 VARIANTS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
             "fp32-xla": {"precision": "fp32", "jit_compile": True},
             "bf16-xla": {"precision": "bf16", "jit_compile": True}}
@@ -133,7 +134,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], choices=VARIANTS)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing)")
-    parser.add_argument("--batch-size", nargs="+", default=["tiny=4", "small=1"],
+    parser.add_argument("--batch-size", nargs="+",
+                        default=[f"{k}={v}" for k, v in BATCH_SIZES.items()],
                         help="PRESET=B per preset")
     parser.add_argument("--work", type=Path, help="keep the synthetic data here (default: temp)")
     parser.add_argument("--json", action="store_true")

@@ -180,9 +180,11 @@ def batch_norms():
     return BatchNorm(**settings()), snt.distribute.CrossReplicaBatchNorm(**settings())
 
 
-def test_batch_norm_training_equals_numpy_and_sonnet():
+@pytest.mark.parametrize("jit", [False, True])
+def test_batch_norm_training_equals_numpy_and_sonnet(jit):
     """One training call: outputs against numpy, moving averages (biased variance, as Sonnet keeps
-    them) against numpy, and the gradients against Sonnet's own CrossReplicaBatchNorm."""
+    them) against numpy, and the gradients against Sonnet's own CrossReplicaBatchNorm. Under XLA
+    (`jit`: `train.jit_compile`) ours takes Sonnet's ops instead of the fused kernel."""
     rng = np.random.default_rng(2)
     x = (rng.normal(size=(3, 40, 6)) * 2 + 0.5).astype(np.float32)
     ours, sonnet = batch_norms()
@@ -196,7 +198,7 @@ def test_batch_norm_training_equals_numpy_and_sonnet():
         module.moving_mean.update(tf.constant(first))  # the test checks a second update
         module.moving_variance.update(tf.constant(first ** 2))
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def run(module, inputs, g):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
@@ -206,7 +208,7 @@ def test_batch_norm_training_equals_numpy_and_sonnet():
 
     g = tf.constant(rng.normal(size=x.shape).astype(np.float32))
     graph = run.get_concrete_function(ours, tf.constant(x), g).graph
-    assert any(op.type == "FusedBatchNormV3" for op in graph.get_operations())
+    assert any(op.type == "FusedBatchNormV3" for op in graph.get_operations()) != jit
     y, grads = run(ours, tf.constant(x), g)
     y_ref, grads_ref = run(sonnet, tf.constant(x), g)
 
@@ -262,9 +264,11 @@ def numpy_conv1d_same(x, w, b, g):
     (1, 3 * 4096, 64, 3, 8),     # whole chunks
     (1, 1000, 64, 5, 8),         # shorter than a chunk: Sonnet's own path
 ])
-def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width, filters):
+@pytest.mark.parametrize("jit", [False, True])
+def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width, filters, jit):
     """Conv1D's output and its gradients (the filter's summed over chunks of positions when the
-    input is longer than a chunk) against numpy, and the chunked path is the one traced."""
+    input is longer than a chunk) against numpy, and the chunked path is the one traced, except
+    under XLA (`jit`: `train.jit_compile`), which keeps Sonnet's convolution."""
     assert filter_gradient_chunk(channels) == 4096
     rng = np.random.default_rng(5)
     x = rng.normal(size=(batch, length, channels)).astype(np.float32)
@@ -274,7 +278,7 @@ def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width
     b = rng.normal(size=filters).astype(np.float32)
     conv.b.assign(b)
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def run(inputs, upstream):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
@@ -284,7 +288,7 @@ def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width
     graph = run.get_concrete_function(tf.constant(x), tf.constant(g)).graph
     chunked = any(op.type == "Conv2DBackpropFilter" and op.get_attr("padding") == b"VALID"
                   for op in graph.get_operations())
-    assert chunked == (length > 4096)
+    assert chunked == (length > 4096 and not jit)
     y, grads = run(tf.constant(x), tf.constant(g))
     references = numpy_conv1d_same(x, conv.w.numpy(), b, g)
     for ours, reference in zip([y, *grads], references):

@@ -61,7 +61,8 @@ def test_poisson_loss_is_the_mean_of_prediction_minus_target_log_prediction():
     assert float(poisson_loss(targets, predictions)) == pytest.approx(expected, rel=1e-6)
 
 
-def test_adam_matches_the_textbook_update():
+@pytest.mark.parametrize("epsilon", [1e-6, 0.1])  # 0.1: where epsilon sits shows
+def test_adam_matches_the_textbook_update(epsilon):
     import tensorflow as tf
 
     from senformer_cli.training import Adam
@@ -69,7 +70,7 @@ def test_adam_matches_the_textbook_update():
     rng = np.random.default_rng(1)
     start = [rng.normal(size=(3, 2)), rng.normal(size=(4,))]
     variables = [tf.Variable(x.astype(np.float32)) for x in start]
-    adam = Adam(variables, beta1=0.9, beta2=0.99, epsilon=1e-6)
+    adam = Adam(variables, beta1=0.9, beta2=0.99, epsilon=epsilon)
     params = [x.copy() for x in start]
     m = [np.zeros_like(x) for x in start]
     v = [np.zeros_like(x) for x in start]
@@ -79,7 +80,7 @@ def test_adam_matches_the_textbook_update():
         for i, g in enumerate(grads):  # Kingma & Ba, Algorithm 1
             m[i] = 0.9 * m[i] + 0.1 * g
             v[i] = 0.99 * v[i] + 0.01 * g * g
-            params[i] -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.99**t)) + 1e-6)
+            params[i] -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.99**t)) + epsilon)
     for variable, expected in zip(variables, params):
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
 

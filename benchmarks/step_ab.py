@@ -2,12 +2,14 @@
 after" figures are measured.
 
     git worktree add /tmp/before HEAD~1
-    .venv/bin/python benchmarks/step_ab.py /tmp/before . [--preset tiny] [--rounds 6] [--steps 20]
+    .venv/bin/python benchmarks/step_ab.py /tmp/before . [--preset tiny] [--variant fp32]
+        [--rounds 6] [--steps 20]
 
 Each round runs one child process per checkout, alternating (A, B, A, B, ...), so a drift of the
 host's speed hits both alike. A child times `benchmarks/train.py`'s fixed-batch step of its own
-checkout (one batch in memory, fp32, one device, 2 untimed steps first) and prints the median of
-`--steps` steps. The table gives every round's pair and the ratio of the medians over the rounds.
+checkout (one batch in memory, one device, `--variant` fp32 unless given, 2 untimed steps
+first) and prints the median of `--steps` steps. The table gives every round's pair and the
+ratio of the medians over the rounds.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train import BATCH_SIZES, SYNTH_PRESET
+from train import BATCH_SIZES, SYNTH_PRESET, VARIANTS
 
 CHILD = """
 import json, statistics, sys
@@ -27,14 +29,15 @@ from pathlib import Path
 sys.path[:0] = [{root!r}, {root!r} + "/benchmarks"]
 import train
 data = train.write_data(Path({work!r}), {preset!r})
-seconds = train.fixed_batch_seconds({preset!r}, "fp32", {batch}, {steps}, 2, data)
+seconds = train.fixed_batch_seconds({preset!r}, {variant!r}, {batch}, {steps}, 2, data)
 print(json.dumps(statistics.median(seconds)))
 """
 
 
-def step_seconds(root: Path, preset: str, batch: int, steps: int, work: Path) -> float:
-    code = CHILD.format(root=str(root.resolve()), work=str(work), preset=preset, batch=batch,
-                        steps=steps)
+def step_seconds(root: Path, preset: str, variant: str, batch: int, steps: int,
+                 work: Path) -> float:
+    code = CHILD.format(root=str(root.resolve()), work=str(work), preset=preset, variant=variant,
+                        batch=batch, steps=steps)
     child = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     if child.returncode:
         sys.exit(f"{root}: the step failed:\n{child.stderr[-2000:]}")
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("a", type=Path, help="checkout A (e.g. a git worktree of the base)")
     parser.add_argument("b", type=Path, help="checkout B (e.g. this one)")
     parser.add_argument("--preset", default="tiny", choices=SYNTH_PRESET)
+    parser.add_argument("--variant", default="fp32", choices=VARIANTS)
     parser.add_argument("--batch-size", type=int, help="default: train.py's (tiny 4, small 1)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per child")
@@ -56,7 +60,8 @@ def main() -> None:
     pairs = []
     with tempfile.TemporaryDirectory(prefix="senformer-step-ab-") as tmp:
         for _ in range(args.rounds):
-            pairs.append([step_seconds(root, args.preset, batch, args.steps, Path(tmp) / name)
+            pairs.append([step_seconds(root, args.preset, args.variant, batch, args.steps,
+                                       Path(tmp) / name)
                           for name, root in (("a", args.a), ("b", args.b))])
             if not args.json:
                 print(f"A {pairs[-1][0]:.3f} s  B {pairs[-1][1]:.3f} s", flush=True)
@@ -64,11 +69,12 @@ def main() -> None:
     median_b = statistics.median(b for _, b in pairs)
     if args.json:
         print(json.dumps({"a": str(args.a), "b": str(args.b), "preset": args.preset,
+                          "variant": args.variant,
                           "batch_size": batch, "pairs": pairs, "median_a": median_a,
                           "median_b": median_b, "a_over_b": median_a / median_b}, indent=2))
         return
-    print(f"\n{args.preset}, batch {batch}, fp32, one batch in memory, {args.rounds} rounds of "
-          f"alternating processes\n")
+    print(f"\n{args.preset}, batch {batch}, {args.variant}, one batch in memory, {args.rounds} "
+          f"rounds of alternating processes\n")
     print("| round | A (s) | B (s) | A / B |")
     print("|---|---|---|---|")
     for index, (a, b) in enumerate(pairs, 1):

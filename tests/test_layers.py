@@ -13,7 +13,7 @@ from senformer_cli.config import ModelConfig
 from senformer_cli.model import build_model
 from senformer_cli.model.attention import skew, slice_axis
 from senformer_cli.model.layers import (BatchNorm, Conv1D, SoftmaxPooling1D, TargetLengthCrop1D,
-                                        _conv1d_chunked_filter_gradient, filter_gradient_chunk,
+                                        _conv1d, filter_gradient_chunk,
                                         gelu)
 
 
@@ -263,7 +263,8 @@ def numpy_conv1d_same(x, w, b, g):
 @pytest.mark.parametrize("batch,length,channels,width,filters", [
     (2, 4096 + 300, 64, 5, 24),  # 2 chunks of 4,096 positions, the last padded
     (1, 3 * 4096, 64, 3, 8),     # whole chunks
-    (1, 1000, 64, 5, 8),         # shorter than a chunk: Sonnet's own path
+    (1, 1000, 64, 5, 8),         # shorter than a chunk: one filter gradient
+    (2, 4096 + 300, 64, 1, 8),   # pointwise: one filter gradient
 ])
 @pytest.mark.parametrize("jit", [False, True])
 def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width, filters, jit):
@@ -289,7 +290,7 @@ def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width
     graph = run.get_concrete_function(tf.constant(x), tf.constant(g)).graph
     chunked = any(op.type == "Conv2DBackpropFilter" and op.get_attr("padding") == b"VALID"
                   for op in graph.get_operations())
-    assert chunked == (length > 4096 and not jit)
+    assert chunked == (length > 4096 and width > 1 and not jit)
     y, grads = run(tf.constant(x), tf.constant(g))
     references = numpy_conv1d_same(x, conv.w.numpy(), b, g)
     for ours, reference in zip([y, *grads], references):
@@ -310,12 +311,33 @@ def test_conv1d_keeps_sonnets_names_and_bf16():
         w = tf.cast(conv.w, dtype)
         with tf.GradientTape() as tape:
             tape.watch(w)
-            y = _conv1d_chunked_filter_gradient(tf.constant(x, dtype), w, tf.cast(conv.b, dtype))
+            y = _conv1d(tf.constant(x, dtype), w, tf.cast(conv.b, dtype))
             loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
         return tf.cast(tape.gradient(loss, w), tf.float32).numpy()
 
     full, half = filter_gradient(tf.float32), filter_gradient(tf.bfloat16)
     np.testing.assert_allclose(half, full, atol=0.03 * np.abs(full).max())
+
+
+@pytest.mark.parametrize("width", [1, 5])
+def test_conv1d_bf16_bias_gradient_accumulates_in_float32(width):
+    """Mixed precision: the bias gradient, a sum over 65,536 positions of values near 1, within
+    one bfloat16 rounding of the float64 sum (TensorFlow's CPU BiasAddGrad, accumulating in
+    bfloat16, gives about 2,600 instead of 65,600)."""
+    from senformer_cli.precision import mixed_precision
+
+    conv = Conv1D(8, width)
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(size=(2, 32768, 4)), tf.bfloat16)
+    g = tf.constant(1 + rng.normal(size=(2, 32768, 8)), tf.bfloat16)
+    conv(tf.cast(x, tf.float32))
+    with tf.GradientTape() as tape:
+        with mixed_precision("bf16"):  # (reads conv.b as bfloat16 inside)
+            y = conv(x)
+    assert y.dtype == tf.bfloat16
+    gradient = tape.gradient(y, conv.b, output_gradients=g)
+    expected = tf.reduce_sum(tf.cast(g, tf.float64), [0, 1]).numpy()
+    np.testing.assert_allclose(gradient.numpy(), expected, rtol=2**-8)
 
 
 def numpy_skew(x: np.ndarray) -> np.ndarray:

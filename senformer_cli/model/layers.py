@@ -290,15 +290,18 @@ class BatchNorm(snt.distribute.CrossReplicaBatchNorm):
 
 
 class Conv1D(snt.Conv1D):
-    """Sonnet's Conv1D (same variables and names) whose filter gradient, for a long input, is
-    computed on chunks of positions stacked along the batch axis.
+    """Sonnet's Conv1D (same variables and names) with a gradient of its own (`_conv1d`) for
+    odd-width, stride-1 SAME convolutions with a bias, outside XLA (XLA keeps Sonnet's ops):
 
-    TensorFlow's CPU (oneDNN) kernel for a convolution's filter gradient slows down sharply when
-    one row of the input is long: for 16,384 positions of 48 channels it takes 2.5x as long as on
-    the same values cut into chunks of 4,096, and for 65,536 positions of 192 channels 4.7x.
-    The forward pass and the input gradient run at full speed on long rows and are unchanged.
-    Only odd-width, stride-1 SAME convolutions wider than one position take this path, outside
-    XLA; the chunk (`filter_gradient_chunk`) holds about 2^18 input values.
+    - the filter gradient of a long input is computed on chunks of positions stacked along the
+      batch axis. TensorFlow's CPU (oneDNN) kernel for it slows down sharply when one row of the
+      input is long: for 16,384 positions of 48 channels it takes 2.5x as long as on the same
+      values cut into chunks of 4,096, and for 65,536 positions of 192 channels 4.7x. The chunk
+      (`filter_gradient_chunk`) holds about 2^18 input values; widths > 1 only;
+    - the bias gradient is a matrix product of a row of ones with the upstream gradient, which
+      accumulates in float32: TensorFlow's CPU `BiasAddGrad` accumulates bfloat16 in bfloat16, so
+      a sum over 65,536 positions of values near 1 comes out as about 2,600 (mixed precision).
+    The forward pass and the input gradient are TensorFlow's own.
     """
 
     def __init__(self, output_channels: int, kernel_shape: int, **kwargs):
@@ -306,13 +309,11 @@ class Conv1D(snt.Conv1D):
 
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         self._initialize(inputs)
-        width, length = self.kernel_shape, inputs.shape[1]
-        if (width == 1 or width % 2 == 0 or self.stride != 1 or self.rate != 1
+        if (self.kernel_shape % 2 == 0 or self.stride != 1 or self.rate != 1
                 or self.conv_padding != "SAME" or self.padding_func or not self.with_bias
-                or length is None or length <= filter_gradient_chunk(inputs.shape[-1])
-                or _compiling_with_xla()):
+                or inputs.shape[1] is None or _compiling_with_xla()):
             return super().__call__(inputs)
-        return _conv1d_chunked_filter_gradient(inputs, self.w, self.b)
+        return _conv1d(inputs, self.w, self.b)
 
 
 def filter_gradient_chunk(channels: int) -> int:
@@ -322,27 +323,37 @@ def filter_gradient_chunk(channels: int) -> int:
 
 
 @tf.custom_gradient
-def _conv1d_chunked_filter_gradient(inputs: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
-    """conv1d(inputs, w, SAME) + b, with the filter gradient summed over chunks (see `Conv1D`)."""
+def _conv1d(inputs: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
+    """conv1d(inputs, w, SAME) + b with `Conv1D`'s filter and bias gradients."""
     outputs = tf.nn.bias_add(tf.nn.conv1d(inputs, w, 1, "SAME"), b)
 
     def gradient(upstream: tf.Tensor):
         width, channels, filters = w.shape
         chunk = filter_gradient_chunk(channels)
-        extra = -inputs.shape[1] % chunk  # zero positions that complete the last chunk
-        left = (width - 1) // 2
-        # Chunk i holds input positions [i * chunk - left, (i + 1) * chunk + left): its own
-        # outputs' whole receptive field, so a VALID filter gradient per chunk sums to the SAME one.
-        padded = tf.pad(inputs, [[0, 0], [left, width - 1 - left + extra], [0, 0]])
-        framed = tf.signal.frame(padded, chunk + width - 1, chunk, axis=1)
-        upstream_chunks = tf.pad(upstream, [[0, 0], [0, extra], [0, 0]])
-        w_gradient = tf.raw_ops.Conv2DBackpropFilter(
-            input=tf.reshape(framed, [-1, 1, chunk + width - 1, channels]),
-            filter_sizes=[1, width, channels, filters],
-            out_backprop=tf.reshape(upstream_chunks, [-1, 1, chunk, filters]),
-            strides=[1, 1, 1, 1], padding="VALID")[0]
+        length = inputs.shape[1]
+        if width == 1 or length <= chunk:
+            w_gradient = tf.raw_ops.Conv2DBackpropFilter(
+                input=tf.expand_dims(inputs, 1), filter_sizes=[1, width, channels, filters],
+                out_backprop=tf.expand_dims(upstream, 1), strides=[1, 1, 1, 1],
+                padding="SAME")[0]
+        else:
+            extra = -length % chunk  # zero positions that complete the last chunk
+            left = (width - 1) // 2
+            # Chunk i holds input positions [i * chunk - left, (i + 1) * chunk + left): its own
+            # outputs' whole receptive field, so a VALID filter gradient per chunk sums to the
+            # SAME one.
+            padded = tf.pad(inputs, [[0, 0], [left, width - 1 - left + extra], [0, 0]])
+            framed = tf.signal.frame(padded, chunk + width - 1, chunk, axis=1)
+            upstream_chunks = tf.pad(upstream, [[0, 0], [0, extra], [0, 0]])
+            w_gradient = tf.raw_ops.Conv2DBackpropFilter(
+                input=tf.reshape(framed, [-1, 1, chunk + width - 1, channels]),
+                filter_sizes=[1, width, channels, filters],
+                out_backprop=tf.reshape(upstream_chunks, [-1, 1, chunk, filters]),
+                strides=[1, 1, 1, 1], padding="VALID")[0]
         inputs_gradient = tf.nn.conv1d_transpose(upstream, w, tf.shape(inputs), 1, "SAME")
-        return inputs_gradient, w_gradient, tf.reduce_sum(upstream, [0, 1])
+        rows = tf.reshape(upstream, [-1, filters])
+        b_gradient = tf.matmul(tf.ones([1, tf.shape(rows)[0]], rows.dtype), rows)[0]
+        return inputs_gradient, w_gradient, b_gradient
 
     return outputs, gradient
 

@@ -441,13 +441,13 @@ class Adam:
         t = tf.cast(t, tf.float32)
         first_power, second_power = tf.pow(self.beta1, t), tf.pow(self.beta2, t)
         epsilon = self.epsilon * tf.sqrt(1.0 - second_power)
+        beta1, beta2 = tf.constant(self.beta1), tf.constant(self.beta2)
         for gradient, variable in zip(gradients, variables):
             i = self._index[variable.ref()]
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=self.m[i].handle, v=self.v[i].handle,
                 beta1_power=first_power, beta2_power=second_power, lr=learning_rate,
-                beta1=tf.constant(self.beta1), beta2=tf.constant(self.beta2), epsilon=epsilon,
-                grad=gradient)
+                beta1=beta1, beta2=beta2, epsilon=epsilon, grad=gradient)
 
 
 def clipped_update(optimizer: Adam, gradients: Sequence, variables: Sequence, loss,

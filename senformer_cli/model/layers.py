@@ -23,16 +23,21 @@ from senformer_cli.model.recompute import recomputing
 _GELU_SCALE = 1.702
 
 
-# Both kernels compute in float32 and round once at the end: XLA's CPU code for bfloat16 rounds
-# (and converts) after every operation, 1.3x (forward) and 2.4x (backward) slower on this
-# project's bf16 activations, and less accurate. For float32 the casts are no-ops.
-@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+# An element-wise XLA kernel (compiled once per shape). The kernels below compute in float32 and
+# round once at the end: XLA's CPU code for bfloat16 rounds (and converts) after every operation,
+# for GELU 1.3x (forward) and 2.4x (backward) slower on this project's bf16 activations, and less
+# accurate. For float32 the casts are no-ops.
+_xla_kernel = functools.partial(tf.function, jit_compile=True, autograph=False,
+                                reduce_retracing=True)
+
+
+@_xla_kernel
 def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
     x32 = tf.cast(x, tf.float32)
     return tf.cast(tf.nn.sigmoid(_GELU_SCALE * x32) * x32, x.dtype)
 
 
-@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+@_xla_kernel
 def _gelu_backward(x: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
     x32 = tf.cast(x, tf.float32)
     s = tf.nn.sigmoid(_GELU_SCALE * x32)
@@ -50,14 +55,14 @@ def gelu(x: tf.Tensor):
     return _gelu_forward(x), lambda upstream: _gelu_backward(x, upstream)
 
 
-@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+@_xla_kernel
 def _pool_combine_forward(second: tf.Tensor, difference: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     weight = tf.sigmoid(tf.cast(logits, tf.float32))
     return tf.cast(tf.cast(second, tf.float32) + weight * tf.cast(difference, tf.float32),
                    second.dtype)
 
 
-@functools.partial(tf.function, jit_compile=True, autograph=False, reduce_retracing=True)
+@_xla_kernel
 def _pool_combine_backward(upstream: tf.Tensor, difference: tf.Tensor, logits: tf.Tensor):
     weight = tf.sigmoid(tf.cast(logits, tf.float32))
     upstream32 = tf.cast(upstream, tf.float32)

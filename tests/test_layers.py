@@ -1,7 +1,8 @@
 """Building blocks against numpy: attention pooling (outputs, gradients, and no [.., C, C] tensor in
-its traced gradient) and its initial scale, GELU (compiled by XLA; its forward kernel writes only
-the activation), batch norm's fused training path, Conv1D's chunked filter gradient, `skew` and
-`slice_axis` (the tf.slice data movement of the relative shift)."""
+its traced gradient, its element-wise kernel in bfloat16) and its initial scale, GELU (compiled by
+XLA; its forward kernel writes only the activation), batch norm's fused training path, Conv1D's
+chunked filter gradient and bfloat16 bias gradient, the XLA path of both, `skew` and `slice_axis`
+(the tf.slice data movement of the relative shift)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,7 @@ from senformer_cli.config import ModelConfig
 from senformer_cli.model import build_model
 from senformer_cli.model.attention import skew, slice_axis
 from senformer_cli.model.layers import (BatchNorm, Conv1D, SoftmaxPooling1D, TargetLengthCrop1D,
-                                        _conv1d, filter_gradient_chunk,
-                                        gelu)
+                                        _conv1d, _pool_combine, filter_gradient_chunk, gelu)
 
 
 def numpy_softmax_pooling(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -47,6 +47,26 @@ def test_softmax_pooling_outputs_and_gradients_equal_numpy():
         down[index] -= eps
         numeric = ((numpy_softmax_pooling(up, w) - numpy_softmax_pooling(down, w)) * g).sum() / (2 * eps)
         assert d_x[index] == pytest.approx(numeric, rel=1e-3, abs=1e-4)
+
+
+def test_pooling_kernel_in_bf16_rounds_once():
+    """Attention pooling's element-wise part, second + sigmoid(l) * d, and its gradients with
+    respect to d and l, on bfloat16 values: within one bfloat16 rounding (unit roundoff 2^-8) of
+    float64 on the same rounded inputs, as the kernels compute in float32."""
+    rng = np.random.default_rng(3)
+    second, difference, logits, g = (tf.constant(rng.normal(scale=3, size=(64, 7)), tf.bfloat16)
+                                     for _ in range(4))
+    with tf.GradientTape() as tape:
+        tape.watch([difference, logits])
+        y = _pool_combine(second, difference, logits)
+    d_difference, d_logits = tape.gradient(y, [difference, logits], output_gradients=g)
+    s64, d64, l64, g64 = (tf.cast(t, tf.float64).numpy() for t in (second, difference, logits, g))
+    weight = 1 / (1 + np.exp(-l64))
+    for ours, expected in [(y, s64 + weight * d64), (d_difference, g64 * weight),
+                           (d_logits, g64 * d64 * weight * (1 - weight))]:
+        assert ours.dtype == tf.bfloat16
+        np.testing.assert_allclose(tf.cast(ours, tf.float64).numpy(), expected, rtol=2**-8,
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("preset, scale", [("enformer", 2.0), ("tiny", 0.0)])

@@ -414,6 +414,12 @@ def profile_command(
         "skipped, and runs going over it are stopped (CPU); both are reported as rows. Default on "
         "a CPU: 90% of the memory available."),
     timeout: float = typer.Option(0, "--timeout", help="Seconds per configuration (0: none)."),
+    allocator: str = typer.Option(
+        "tensorflow", "--allocator", help="CPU memory allocator of the measured process: "
+        "tensorflow (its default: a caching allocator that keeps freed memory, so at long inputs "
+        "the peak includes its fragmentation, which varies from run to run) or system "
+        "(TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1: freed memory goes back to the system; steadier peaks, "
+        "slower steps)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write profile.csv, profile.json "
                                        "and profile.png to this directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
@@ -428,7 +434,7 @@ def profile_command(
         preset=preset, config_file=config_file, overrides=parse_overrides(overrides or []),
         attention=attention, lengths=lengths, mode=mode, batch_size=batch_size, steps=steps,
         warmup=warmup, component=component, precision=precision, max_memory=max_memory,
-        timeout_seconds=timeout or None)
+        timeout_seconds=timeout or None, allocator=allocator)
     if out is not None:
         profiling.check_out_dir(out, overwrite)
     for line in request.notes:

@@ -53,6 +53,12 @@ from senformer_cli.precision import mixed_precision
 
 MODES = ("train", "predict")
 COMPONENTS = ("model", "attention")
+# The measured process's CPU allocator. TensorFlow's x86 builds with oneDNN allocate through a
+# caching BFC allocator that keeps every freed buffer for reuse, so at long inputs the resident
+# peak also holds its fragmentation, which depends on the order the ops happened to run in.
+# "system" (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1) allocates with malloc and frees to the system: the
+# resident peak is closer to what the step holds at once, at the cost of slower steps.
+ALLOCATORS = ("tensorflow", "system")
 # The lengths of the S-Enformer report's memory figure, up to 1 Mb (multiples of 128 x 64 bp).
 DEFAULT_LENGTHS = (131_072, 196_608, 393_216, 786_432, 1_048_576)
 # No --preset or --config on a CPU: a width and lengths that finish in under 5 minutes.
@@ -361,9 +367,13 @@ def _reset_peak_rss() -> bool:
 
 
 def _allocator_stats_available(tf) -> bool:
-    """TensorFlow's allocator statistics exist on a GPU, and on a CPU with the BFC allocator
-    (TF_CPU_ALLOCATOR_USE_BFC=true)."""
-    device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    """TensorFlow's allocator statistics exist on a GPU, and on a CPU with oneDNN's caching
+    allocator (TensorFlow's default on x86) or the BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true);
+    with --allocator system the CPU's statistics are those of an unused allocator (all zero)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus and os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "").lower() in ("1", "true"):
+        return False
+    device = "GPU:0" if gpus else "CPU:0"
     try:
         tf.config.experimental.get_memory_info(device)
         return True
@@ -614,6 +624,7 @@ class ProfileRequest:
     max_memory_bytes: int | None = None
     timeout_seconds: float | None = None
     seconds: float | None = None  # adaptive number of timed steps (benchmarks/attention.py)
+    allocator: str = "tensorflow"  # ALLOCATORS
     notes: list[str] = field(default_factory=list)
 
 
@@ -635,7 +646,7 @@ def make_request(*, preset: str | None = None, config_file: Path | None = None,
                  lengths: str | None = None, mode: str = "train", batch_size: int = 1,
                  steps: int = 3, warmup: int = 2, component: str = "model", precision: str = "fp32",
                  max_memory: str | None = None, timeout_seconds: float | None = None,
-                 gpu: bool | None = None) -> ProfileRequest:
+                 allocator: str = "tensorflow", gpu: bool | None = None) -> ProfileRequest:
     """Validate the options of `senformer profile` into a request (SenformerError on bad input)."""
     overrides = dict(overrides or {})
     kinds = parse_attention_kinds(attention)
@@ -645,6 +656,8 @@ def make_request(*, preset: str | None = None, config_file: Path | None = None,
         raise SenformerError(f"--component '{component}': choose model or attention")
     if precision not in PRECISIONS:
         raise SenformerError(f"--precision '{precision}': choose fp32 or bf16")
+    if allocator not in ALLOCATORS:
+        raise SenformerError(f"--allocator '{allocator}': choose {' or '.join(ALLOCATORS)}")
     for name, value, least in (("--batch-size", batch_size, 1), ("--steps", steps, 0),
                                ("--warmup", warmup, 1)):
         if value < least:
@@ -680,7 +693,7 @@ def make_request(*, preset: str | None = None, config_file: Path | None = None,
     return ProfileRequest(base=base, base_name=base_name, attention=kinds, lengths=length_list,
                           mode=mode, batch_size=batch_size, steps=steps, warmup=warmup,
                           component=component, precision=precision, max_memory_bytes=limit,
-                          timeout_seconds=timeout_seconds, notes=notes)
+                          timeout_seconds=timeout_seconds, allocator=allocator, notes=notes)
 
 
 def _read_lines(stream, lines: list[str]) -> None:
@@ -697,6 +710,8 @@ def run_child(spec: dict[str, Any], *, limit_bytes: int | None = None,
     """
     command = [sys.executable, "-m", "senformer_cli.profiling", "--child", json.dumps(spec)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    if spec.get("allocator", "tensorflow") == "system":
+        env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
     lines: list[str] = []
     with tempfile.TemporaryFile(mode="w+") as stderr:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
@@ -749,7 +764,8 @@ def measure_in_child(request: ProfileRequest, config: ModelConfig, **extra: Any)
     e.g. `published_dir` for the published code)."""
     spec = {"config": config.to_dict(), "mode": request.mode, "batch_size": request.batch_size,
             "steps": request.steps, "warmup": request.warmup, "precision": request.precision,
-            "component": request.component, "seconds": request.seconds, **extra}
+            "component": request.component, "seconds": request.seconds,
+            "allocator": request.allocator, **extra}
     measured = run_child(spec, limit_bytes=request.max_memory_bytes,
                          timeout_seconds=request.timeout_seconds)
     measured.pop("event", None)
@@ -772,7 +788,7 @@ def profile(request: ProfileRequest, progress: ProgressCallback | None = None) -
             "model": model_name(kind), "attention": kind, "sequence_length_bp": length,
             "num_tokens": config.num_tokens, "mode": request.mode, "batch_size": request.batch_size,
             "component": request.component, "precision": request.precision,
-            "recompute": config.recompute,
+            "recompute": config.recompute, "allocator": request.allocator,
             "estimated_peak_bytes": int(estimate_peak_bytes(config, request.mode, request.batch_size,
                                                             request.precision, request.component))}
         if request.component == "attention":
@@ -795,6 +811,7 @@ def profile(request: ProfileRequest, progress: ProgressCallback | None = None) -
         "mode": request.mode,
         "batch_size": request.batch_size,
         "precision": request.precision,
+        "allocator": request.allocator,
         "steps": request.steps,
         "warmup": request.warmup,
         "max_memory_bytes": request.max_memory_bytes,
@@ -848,7 +865,7 @@ def machine_description() -> dict[str, Any]:
 CSV_COLUMNS = ("model", "attention", "sequence_length_bp", "num_tokens", "mode", "batch_size",
                "component", "precision", "recompute", "status", "seconds_per_step", "seconds_min",
                "seconds_max", "spread", "steps", "peak_memory_bytes", "estimated_peak_bytes",
-               "time_ratio", "memory_ratio", "device", "reason")
+               "time_ratio", "memory_ratio", "device", "allocator", "reason")
 
 
 def rows_csv(rows: list[dict[str, Any]]) -> str:

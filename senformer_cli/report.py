@@ -438,7 +438,8 @@ def profile(result: dict[str, Any]) -> None:
     title = (f"{what}, {result['base']} width: {config['channels']} channels, "
              f"{config['num_transformer_layers']} layers, {config['num_heads']} heads; batch "
              f"{result['batch_size']}, {result['precision']}"
-             + (", recompute" if config.get("recompute") else ""))
+             + (", recompute" if config.get("recompute") else "")
+             + (", system allocator" if result.get("allocator") == "system" else ""))
     table = Table(title=title, title_justify="left")
     for column in ("model", "length (bp)", "tokens", "mode", "s/step", "spread", "peak GB",
                    "est. GB", "time sparse/full", "memory sparse/full", "status"):

@@ -217,9 +217,22 @@ def test_steps_0_measures_the_warm_up_steps_peak_and_time():
     assert row["step_seconds"] == row["warmup_seconds"]
     assert row["seconds_per_step"] == row["warmup_seconds"][0] > 0
     assert row["peak_memory_bytes"] >= row["warmup_peak_bytes"] > 10_000_000
+    # TensorFlow's own CPU allocator (oneDNN's caching one) keeps statistics of live tensors.
+    assert row["allocator_peak_bytes"] > 0
     note = profiling.make_request(preset="tiny", overrides={"block_size": 4}, lengths="4096",
                                   steps=0, max_memory="4GB").notes
     assert any(n.startswith("--steps 0: no timed steps") for n in note)
+
+
+def test_system_allocator_is_the_childs_allocator():
+    """--allocator system reaches TensorFlow in the child: malloc keeps no statistics of live
+    tensors, which TensorFlow's caching allocator does (the test above)."""
+    config = profiling.config_for(ModelConfig.from_preset("tiny", **PROFILED), "sparse", 4096)
+    request = profiling.make_request(preset="tiny", overrides=PROFILED, lengths="4096", steps=0,
+                                     max_memory="4GB", allocator="system")
+    row = profiling.measure_in_child(request, config)
+    assert row["status"] == "ok" and row["peak_memory_bytes"] > 10_000_000
+    assert "allocator_peak_bytes" not in row
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -234,6 +247,7 @@ def test_steps_0_measures_the_warm_up_steps_peak_and_time():
     (TINY + ["--component", "stem"], "--component 'stem'"),
     (TINY + ["--set", "recompute=maybe"], "recompute"),
     (TINY + ["--steps", "-1"], "--steps -1: must be at least 0"),
+    (TINY + ["--allocator", "jemalloc"], "--allocator 'jemalloc': choose tensorflow or system"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     user_error(invoke(*args), needle)

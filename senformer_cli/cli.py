@@ -418,8 +418,8 @@ def profile_command(
         "tensorflow", "--allocator", help="CPU memory allocator of the measured process: "
         "tensorflow (its default: a caching allocator that keeps freed memory, so at long inputs "
         "the peak includes its fragmentation, which varies from run to run) or system "
-        "(TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1: freed memory goes back to the system; steadier peaks, "
-        "slower steps)."),
+        "(TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1: freed memory goes back to the system; a peak closer to "
+        "what the step holds at once, slower steps)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write profile.csv, profile.json "
                                        "and profile.png to this directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),

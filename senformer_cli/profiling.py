@@ -54,11 +54,13 @@ from senformer_cli.precision import mixed_precision
 MODES = ("train", "predict")
 COMPONENTS = ("model", "attention")
 # The measured process's CPU allocator. TensorFlow's x86 builds with oneDNN allocate through a
-# caching BFC allocator that keeps every freed buffer for reuse, so at long inputs the resident
-# peak also holds its fragmentation, which depends on the order the ops happened to run in.
-# "system" (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1) allocates with malloc and frees to the system: the
-# resident peak is closer to what the step holds at once, at the cost of slower steps.
+# caching allocator that keeps freed buffers for reuse and never returns them to the system, so at
+# long inputs the resident peak also holds its fragmentation, which can differ with the order the
+# ops happened to run in. "system" sets SYSTEM_ALLOCATOR_ENV: malloc and free, freed buffers go
+# back to the system, and the resident peak is closer to what the step holds at once, at the cost
+# of slower steps.
 ALLOCATORS = ("tensorflow", "system")
+SYSTEM_ALLOCATOR_ENV = {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
 # The lengths of the S-Enformer report's memory figure, up to 1 Mb (multiples of 128 x 64 bp).
 DEFAULT_LENGTHS = (131_072, 196_608, 393_216, 786_432, 1_048_576)
 # No --preset or --config on a CPU: a width and lengths that finish in under 5 minutes.
@@ -371,7 +373,7 @@ def _allocator_stats_available(tf) -> bool:
     allocator (TensorFlow's default on x86) or the BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true);
     with --allocator system the CPU's statistics are those of an unused allocator (all zero)."""
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus and os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "").lower() in ("1", "true"):
+    if not gpus and all(os.environ.get(k) == v for k, v in SYSTEM_ALLOCATOR_ENV.items()):
         return False
     device = "GPU:0" if gpus else "CPU:0"
     try:
@@ -711,7 +713,7 @@ def run_child(spec: dict[str, Any], *, limit_bytes: int | None = None,
     command = [sys.executable, "-m", "senformer_cli.profiling", "--child", json.dumps(spec)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     if spec.get("allocator", "tensorflow") == "system":
-        env["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
+        env.update(SYSTEM_ALLOCATOR_ENV)
     lines: list[str] = []
     with tempfile.TemporaryFile(mode="w+") as stderr:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

@@ -370,8 +370,9 @@ def _reset_peak_rss() -> bool:
 
 def _allocator_stats_available(tf) -> bool:
     """TensorFlow's allocator statistics exist on a GPU, and on a CPU with oneDNN's caching
-    allocator (TensorFlow's default on x86) or the BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true);
-    with --allocator system the CPU's statistics are those of an unused allocator (all zero)."""
+    allocator (on every x86 CPU: senformer_cli/__init__.py turns oneDNN on) or the BFC allocator
+    (TF_CPU_ALLOCATOR_USE_BFC=true); with --allocator system the CPU's statistics are those of an
+    unused allocator (all zero)."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and all(os.environ.get(k) == v for k, v in SYSTEM_ALLOCATOR_ENV.items()):
         return False

@@ -43,7 +43,7 @@ import numpy as np
 from senformer_cli.config import PRESETS, ModelConfig, TrainConfig
 from senformer_cli.errors import SenformerError
 from senformer_cli.fileio import write_json, write_text
-from senformer_cli.precision import mixed_precision
+from senformer_cli.precision import mixed_precision, slow_bf16_notice
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -783,6 +783,11 @@ def run_plan(plan: RunPlan, *, progress: Callable[[dict[str, Any]], None] | None
         notify(line)
     config, train = plan.model_config, plan.train_config
     strategy, strategy_name = make_strategy(train.strategy)
+    if train.precision == "bf16":
+        notice = slow_bf16_notice(len(tf.config.list_logical_devices("GPU"))
+                                  + len(tf.config.list_logical_devices("TPU")))
+        if notice:
+            notify(notice)
     replicas = strategy.num_replicas_in_sync
     if train.batch_size % replicas:
         raise SenformerError(f"--batch-size {train.batch_size} does not split evenly across the "

@@ -1,4 +1,5 @@
-"""Shared fixtures. TensorFlow's C++ logging is silenced before anything imports it.
+"""Shared fixtures. The package's environment defaults (TensorFlow's C++ logging silenced, oneDNN's
+kernels on) are set before anything imports TensorFlow, as in the tool.
 
 Reference tests (those that take the `reference_dir` fixture) skip where `../shared/reference/` is
 absent, e.g. on a laptop. Where it must be present, in CI (`CI` set, as CI services do, or
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import senformer_cli  # noqa: E402,F401  (first: its environment defaults)
 
 from pathlib import Path  # noqa: E402
 

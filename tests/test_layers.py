@@ -14,7 +14,8 @@ from senformer_cli.config import ModelConfig
 from senformer_cli.model import build_model
 from senformer_cli.model.attention import skew, slice_axis
 from senformer_cli.model.layers import (BatchNorm, Conv1D, SoftmaxPooling1D, TargetLengthCrop1D,
-                                        _conv1d, _pool_combine, filter_gradient_chunk, gelu)
+                                        TAPS_MIN_CHANNELS, _conv1d, _pool_combine,
+                                        filter_gradient_chunk, gelu)
 
 
 def numpy_softmax_pooling(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -281,17 +282,20 @@ def numpy_conv1d_same(x, w, b, g):
 
 
 @pytest.mark.parametrize("batch,length,channels,width,filters", [
-    (2, 4096 + 300, 64, 5, 24),  # 2 chunks of 4,096 positions, the last padded
-    (1, 3 * 4096, 64, 3, 8),     # whole chunks
-    (1, 1000, 64, 5, 8),         # shorter than a chunk: one filter gradient
-    (2, 4096 + 300, 64, 1, 8),   # pointwise: one filter gradient
+    (2, 4096 + 300, 64, 5, 24),  # by taps, across two sequences
+    (1, 1000, 16, 3, 8),         # by taps, the fewest channels that take them
+    (2, 4096 + 300, 64, 1, 8),   # pointwise: one tap
+    (2, 32768 + 300, 8, 5, 8),   # few channels (the stem): TensorFlow's kernel on 2 chunks each
+    (1, 2 * 32768, 8, 3, 8),     # whole chunks
+    (1, 1000, 8, 5, 8),          # shorter than a chunk: one call
 ])
 @pytest.mark.parametrize("jit", [False, True])
 def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width, filters, jit):
-    """Conv1D's output and its gradients (the filter's summed over chunks of positions when the
-    input is longer than a chunk) against numpy, and the chunked path is the one traced, except
-    under XLA (`jit`: `train.jit_compile`), which keeps Sonnet's convolution."""
-    assert filter_gradient_chunk(channels) == 4096
+    """Conv1D's output and its gradients against numpy, and the filter gradient's path is the one
+    traced: by taps (matrix products, no Conv2DBackpropFilter) from TAPS_MIN_CHANNELS channels,
+    TensorFlow's kernel on chunks of positions for fewer channels and a long input, except under
+    XLA (`jit`: `train.jit_compile`), which keeps Sonnet's convolution."""
+    assert filter_gradient_chunk(8) == 32768
     rng = np.random.default_rng(5)
     x = rng.normal(size=(batch, length, channels)).astype(np.float32)
     g = rng.normal(size=(batch, length, filters)).astype(np.float32)
@@ -308,9 +312,14 @@ def test_conv1d_outputs_and_gradients_equal_numpy(batch, length, channels, width
         return conv(inputs), tape.gradient(loss, [inputs, conv.w, conv.b])
 
     graph = run.get_concrete_function(tf.constant(x), tf.constant(g)).graph
-    chunked = any(op.type == "Conv2DBackpropFilter" and op.get_attr("padding") == b"VALID"
-                  for op in graph.get_operations())
-    assert chunked == (length > 4096 and width > 1 and not jit)
+    kernels = [op.get_attr("padding") for op in graph.get_operations()
+               if op.type == "Conv2DBackpropFilter"]
+    if jit:
+        assert kernels == [b"SAME"]
+    elif channels >= TAPS_MIN_CHANNELS:
+        assert kernels == []
+    else:
+        assert kernels == [b"VALID" if length > 32768 and width > 1 else b"SAME"]
     y, grads = run(tf.constant(x), tf.constant(g))
     references = numpy_conv1d_same(x, conv.w.numpy(), b, g)
     for ours, reference in zip([y, *grads], references):

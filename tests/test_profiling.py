@@ -228,6 +228,7 @@ def test_steps_0_measures_the_warm_up_steps_peak_and_time():
 
 
 _FREED_RSS = """
+import senformer_cli  # its environment defaults: oneDNN on, on every x86 CPU
 import tensorflow as tf
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
@@ -248,6 +249,26 @@ def test_system_allocator_returns_freed_memory_and_the_default_keeps_it():
 
     assert retained({}) > 0.9e9
     assert retained(profiling.SYSTEM_ALLOCATOR_ENV) < 0.1e9
+
+
+_ONEDNN = """
+import senformer_cli
+from tensorflow.python.util import _pywrap_util_port
+print(_pywrap_util_port.IsMklEnabled())
+"""
+
+
+@pytest.mark.parametrize("setting, enabled", [(None, "True"), ("0", "False")])
+def test_onednn_is_on_unless_turned_off(setting, enabled):
+    """Importing the package turns oneDNN's kernels (and so its caching allocator) on where
+    TensorFlow would not (CPUs without AVX-512 VNNI); TF_ENABLE_ONEDNN_OPTS=0 still turns them
+    off."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    done = subprocess.run([sys.executable, "-c", _ONEDNN], env=env, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split()[-1] == enabled
 
 
 def test_system_allocator_is_the_childs_allocator():

@@ -48,3 +48,26 @@ def test_bf16_steps_stay_close_to_fp32_and_keep_float32_weights(data: Path, tmp_
     weights = checkpoint_weights(tmp_path / "bf16" / "checkpoints" / "ckpt-2", config)
     dtypes = {array.dtype for array in weights.values()} - {np.dtype(np.int32), np.dtype(np.int64)}
     assert dtypes == {np.dtype(np.float32)}  # (the int tables: random blocks, counters)
+
+
+AVX2_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"
+AMX_FLAGS = ("processor\t: 0\n"
+             "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile\n")
+
+
+@pytest.mark.parametrize("cpuinfo, accelerators, warned", [
+    (AVX2_FLAGS, 0, True),            # this project's AMD EPYC: bfloat16 emulated
+    (AMX_FLAGS, 0, False),            # Sapphire Rapids and newer
+    (AMX_FLAGS.replace(" amx_bf16", ""), 0, False),  # AVX-512 BF16 alone (Cooper Lake, Zen 4)
+    (AVX2_FLAGS, 1, False),           # a GPU computes the step
+    ("processor\t: 0\n", 0, False),   # flags unreadable: say nothing rather than guess
+])
+def test_bf16_on_a_cpu_without_bfloat16_arithmetic_says_so(cpuinfo, accelerators, warned):
+    """--precision bf16 prints one line where the CPU would emulate bfloat16 (5x slower than fp32
+    for `tiny` on AVX2), from /proc/cpuinfo's flags."""
+    from senformer_cli.precision import slow_bf16_notice
+
+    notice = slow_bf16_notice(accelerators, cpuinfo)
+    assert (notice is not None) == warned
+    if warned:
+        assert notice.startswith("--precision bf16:") and "\n" not in notice

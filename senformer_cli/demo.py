@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from senformer_cli import host
 from senformer_cli.errors import SenformerError
 from senformer_cli.fileio import write_json
 
@@ -597,16 +598,10 @@ def machine() -> dict[str, Any]:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["memory_total_bytes"] = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    for key, value in (("cpu_model", host.cpu_model()),
+                       ("memory_total_bytes", host.memory_total_bytes())):
+        if value is not None:
+            info[key] = value
     try:
         import tensorflow as tf
 

@@ -10,8 +10,9 @@ is traced: the traced graph keeps the casts.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Iterator
+
+from senformer_cli import host
 
 # CPU flags (Linux /proc/cpuinfo) of bfloat16 arithmetic: AVX-512 BF16 and AMX.
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -23,13 +24,7 @@ def slow_bf16_notice(accelerators: int, cpuinfo: str | None = None) -> str | Non
     line with a GPU or TPU (`accelerators` > 0), or where the CPU's flags cannot be read."""
     if accelerators:
         return None
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.startswith("flags")), None)
+    flags = host.cpu_flags(cpuinfo)
     if flags is None or any(flag in flags for flag in BFLOAT16_CPU_FLAGS):
         return None
     return ("--precision bf16: this CPU has no bfloat16 arithmetic (AVX-512 BF16 or AMX), so it is "

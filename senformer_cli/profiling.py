@@ -48,6 +48,7 @@ from typing import Any, Callable, Sequence
 
 from senformer_cli.config import (ATTENTION_TYPES, PRECISIONS, SPARSE_CHUNK_TOKENS,
                                   SPARSE_UNCHUNKED_TOKENS, ModelConfig, TrainConfig, num_tiles)
+from senformer_cli import host
 from senformer_cli.errors import SenformerError
 from senformer_cli.precision import mixed_precision
 
@@ -849,19 +850,8 @@ def longest_fitting(rows: list[dict[str, Any]], limit: int | None) -> dict[str, 
 
 
 def machine_description() -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu_count": os.cpu_count(),
-                            "memory_total_bytes": None, "cpu_model": None}
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["memory_total_bytes"] = int(line.split()[1]) * 1024
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
+    return {"cpu_count": os.cpu_count(), "memory_total_bytes": host.memory_total_bytes(),
+            "cpu_model": host.cpu_model()}
 
 
 # ============================================================================= outputs

@@ -21,23 +21,32 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow  # two short training runs: about a minute
-def test_bf16_steps_stay_close_to_fp32_and_keep_float32_weights(data: Path, tmp_path: Path):
+def test_bf16_steps_stay_close_to_fp32_and_keep_float32_weights(data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
     """Same seed, batches and initial weights: bfloat16 carries 8 bits of mantissa (0.4% per
     rounding), so the loss of each step is within 0.5% of float32's (measured 0.03%) and the
     gradient norm within 5% (measured 2.5%); the losses are not equal (bfloat16 really computed)
-    and the weights stay float32."""
+    and the weights stay float32. On a CPU without bfloat16 arithmetic (its flags replaced by an
+    AVX2 machine's) the bf16 run says so in one line, and the fp32 run does not."""
+    from senformer_cli import host
     from senformer_cli.training import TrainRequest, train
 
+    avx2 = host.cpu_flags(AVX2_FLAGS)
+    monkeypatch.setattr(host, "cpu_flags", lambda cpuinfo=None: avx2)
     dirs, genomes = data_args(data, ("human",))
-    logged = {}
+    logged, notices = {}, {}
     for precision in ("fp32", "bf16"):
         run = tmp_path / precision
+        lines: list[str] = []
         train(TrainRequest(data=dirs, genomes=genomes, out=run, preset="tiny",
                            model_overrides={**SMALL, **NO_DROPOUT},
-                           train_overrides={**SETTINGS, "precision": precision}))
+                           train_overrides={**SETTINGS, "precision": precision}),
+              notify=lines.append)
+        notices[precision] = [line for line in lines if line.startswith("--precision bf16:")]
         with (run / "metrics.csv").open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         logged[precision] = np.array([[float(r["loss"]), float(r["grad_norm"])] for r in rows])
+    assert len(notices["bf16"]) == 1 and notices["fp32"] == []
     fp32, bf16 = logged["fp32"], logged["bf16"]
     print("loss, grad norm per step: fp32", fp32.tolist(), "bf16", bf16.tolist())
     assert fp32.shape == bf16.shape == (2, 2)
@@ -71,3 +80,15 @@ def test_bf16_on_a_cpu_without_bfloat16_arithmetic_says_so(cpuinfo, accelerators
     assert (notice is not None) == warned
     if warned:
         assert notice.startswith("--precision bf16:") and "\n" not in notice
+
+
+def test_host_facts_read_the_proc_files_fields():
+    """The /proc readers behind the reports and the bf16 notice take the named field's value
+    (not a field whose name only starts the same), and None where it is missing."""
+    from senformer_cli import host
+
+    text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\nflags2\t: x\n"
+    assert host.proc_field("model name", text=text) == "AMD EPYC 7B13"
+    assert host.cpu_flags(text) == ["fpu", "avx2"]
+    assert host.proc_field("microcode", text=text) is None
+    assert host.proc_field("flags", path="/nonexistent/cpuinfo") is None

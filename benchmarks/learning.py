@@ -78,22 +78,27 @@ def plot(runs: dict[tuple[str, int], list[dict[str, float]]], threshold: float, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, sharey=True)
-    colours = {"sparse": "tab:blue", "full": "tab:orange"}
+    models = sorted({attention for attention, _ in runs}, reverse=True)  # sparse first
+    figure, axes = plt.subplots(len(models), 2, figsize=(10, 3.2 * len(models)), sharex=True,
+                                sharey=True, squeeze=False)
+    seeds = sorted({seed for _, seed in runs})
+    colours = {seed: plt.get_cmap("tab10")(i % 10) for i, seed in enumerate(seeds)}
     for (attention, seed), rows in sorted(runs.items()):
+        left, right = axes[models.index(attention)]
         steps = [r["step"] for r in rows]
-        label = f"{'S-Enformer' if attention == 'sparse' else 'Enformer'} seed {seed}"
-        style = dict(color=colours.get(attention), alpha=0.85, linestyle=["-", "--", ":"][seed % 3])
-        axes[0].plot(steps, [r["mean_r"] for r in rows], label=label, **style)
-        axes[1].plot(steps, [r["cage"] for r in rows], **style)
-    axes[0].axhline(threshold, color="grey", linewidth=0.8)
-    axes[0].set_title("validation mean r (4 track types)")
-    axes[1].set_title("validation CAGE r")
-    for axis in axes:
-        axis.set_xlabel("training step")
+        left.plot(steps, [r["mean_r"] for r in rows], color=colours[seed], label=f"seed {seed}")
+        right.plot(steps, [r["cage"] for r in rows], color=colours[seed])
+    for row, attention in zip(axes, models):
+        name = "S-Enformer" if attention == "sparse" else "Enformer"
+        row[0].axhline(threshold, color="grey", linewidth=0.8)
+        row[0].set_title(f"{name}: validation mean r (4 track types)")
+        row[1].set_title(f"{name}: validation CAGE r")
+        row[0].set_ylabel("Pearson r")
+        row[0].legend(fontsize=7, ncol=2)
+    for axis in axes.ravel():
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("Pearson r")
-    axes[0].legend(fontsize=7)
+    for axis in axes[-1]:
+        axis.set_xlabel("training step")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from senformer_cli import host
 from senformer_cli.config import (ATTENTION_TYPES, PRECISIONS, SPARSE_CHUNK_TOKENS,
                                   SPARSE_UNCHUNKED_TOKENS, ModelConfig, TrainConfig, num_tiles)
-from senformer_cli import host
 from senformer_cli.errors import SenformerError
 from senformer_cli.precision import mixed_precision
 

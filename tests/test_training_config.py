@@ -62,7 +62,7 @@ def test_unknown_train_field_is_named():
 def test_tiny_recipe_differs_from_the_paper_only_where_stated():
     tiny, paper = TrainConfig.for_preset("tiny").to_dict(), TrainConfig().to_dict()
     changed = {k for k in paper if tiny[k] != paper[k]}
-    assert changed == {"steps", "batch_size", "learning_rate", "warmup_steps", "clip_norm",
+    assert changed == {"steps", "batch_size", "learning_rate", "warmup_steps", "clip_norm", "beta2",
                        "eval_every", "eval_sequences", "checkpoint_every", "head_init"}
     assert TrainConfig.for_preset("s-enformer") == TrainConfig()
 

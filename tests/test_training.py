@@ -487,6 +487,7 @@ def cli_error(args: list[str]) -> tuple[str, str]:
     (["--resume", "--overwrite"], "contradict"),
     (["--config", "x.json"], "--preset and --config each choose the model"),
     (["--strategy", "mirrored"], "--strategy mirrored needs at least two devices"),
+    (["--strategy", "tpu"], "--strategy tpu: no TPU found"),  # this machine has no TPU
     (["--data", "elsewhere/fly"], "not a head of the model"),
 ])
 def test_user_errors_are_one_line_and_write_nothing(data: Path, tmp_path: Path, extra, message):

@@ -342,7 +342,6 @@ def _pipeline(files: list[Path], stats: Statistics, window: _Window, *, batch_si
             shift = tf.random.stateless_uniform([], shift_seed, -window.max_shift,
                                                 window.max_shift + 1, dtype=tf.int64)
         sequence = window(k, j, sequence, shift)
-        target = tf.cast(target, tf.float32)
         sequence = tf.cast(sequence, tf.float32)
         if reverse_complement:
             flip = tf.random.stateless_uniform([], rc_seed) < 0.5

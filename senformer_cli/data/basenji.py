@@ -143,7 +143,12 @@ def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
                  ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decode one record; `where` is a string naming its file and index for error messages.
 
-    Returns `sequence` bool [seq_length, 4] and `target` float16 [target_length, num_targets].
+    Returns `sequence` bool [seq_length, 4] and `target` float32 [target_length, num_targets]
+    (the records' float16 values, exactly). The bytes are shaped as 16-bit integers and only then
+    read as float16: with oneDNN on (every x86 CPU, `senformer_cli/__init__.py`), a graph that
+    reshapes a float16 tensor makes TensorFlow log an error-level line on CPUs without AVX-512
+    ("oneDNN supports DT_HALF only on platforms with AVX-512"), and TensorFlow's graph optimizer
+    moves a reshape after a cast back before it.
     """
     features = tf.io.parse_single_example(serialized, {
         "sequence": tf.io.FixedLenFeature([], tf.string),
@@ -158,8 +163,9 @@ def parse_record(serialized: tf.Tensor, where: tf.Tensor, stats: Statistics
     ]
     with tf.control_dependencies(checks):
         sequence = tf.reshape(tf.io.decode_raw(features["sequence"], tf.bool), [stats.seq_length, 4])
-        target = tf.reshape(tf.io.decode_raw(features["target"], tf.float16),
-                            [stats.target_length, stats.num_targets])
+        bits = tf.reshape(tf.io.decode_raw(features["target"], tf.uint16),
+                          [stats.target_length, stats.num_targets])
+        target = tf.cast(tf.bitcast(bits, tf.float16), tf.float32)
     return sequence, target
 
 

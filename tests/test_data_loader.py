@@ -426,10 +426,12 @@ next(iter(load_dataset(sys.argv[1], "train", ModelConfig.from_preset("tiny"), ba
 def test_loading_logs_no_onednn_half_precision_line(data: Path) -> None:
     """With oneDNN on (every x86 CPU), a graph that reshapes a float16 tensor logs an error-level
     line on CPUs without AVX-512: "oneDNN supports DT_HALF only on platforms with AVX-512". The
-    loader converts the records' float16 targets to float32 before shaping them, so a fresh
-    process that loads a batch logs no such line (it did at every start on a 2-core AVX2 AMD
-    EPYC; on AVX-512 CPUs the line never appears). The values are checked against the raw
-    records in `test_sequences_are_extended_from_the_fasta`."""
+    loader shapes the records' float16 targets as 16-bit integers before reading them as float16
+    (a reshape after the float32 conversion is moved back before it by TensorFlow's graph
+    optimizer, which failed this test), so a fresh process that loads a batch logs no such line
+    (it did at every start on a 2-core AVX2 AMD EPYC; on AVX-512 CPUs the line never appears).
+    The values are checked against the raw records in
+    `test_sequences_are_extended_from_the_fasta`."""
     done = subprocess.run([sys.executable, "-c", _ONE_BATCH, str(data / "human")],
                           capture_output=True, text=True, check=True)
     assert "DT_HALF" not in done.stderr, done.stderr
